@@ -1,0 +1,1 @@
+"""Independent re-statements of what the official X-Dyna code computes, used as test oracles."""
