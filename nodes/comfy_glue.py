@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+import comfy.model_patcher
+import comfy.supported_models
+import comfy.utils
 import folder_paths
+import torch
+from comfy import model_management
 
 XDYNA_FOLDER = "xdyna"
 
@@ -18,3 +23,87 @@ def register_model_folders() -> None:
     folder_paths.add_model_folder_path(XDYNA_FOLDER, default)
     paths, _extensions = folder_paths.folder_names_and_paths[XDYNA_FOLDER]
     folder_paths.folder_names_and_paths[XDYNA_FOLDER] = (paths, set(folder_paths.supported_pt_extensions))
+
+
+# --- the SD1.5 UNet of an X-Dyna checkpoint as a ComfyUI MODEL -------------------------------------------
+
+# AnimateDiff's schedule, which X-Dyna samples with (spec §4): betas = linspace(0.00085, 0.012, 1000).
+XDYNA_SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012}
+
+PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def sd15_unet_config(unet_sd: dict[str, torch.Tensor]) -> dict:
+    """ComfyUI's `unet_config` for an SD1.5-architecture UNet in diffusers keys, with widths read from the tensors.
+
+    ComfyUI's own diffusers detection only recognises the real sizes (model_channels 320, context 768), so
+    tiny test checkpoints with the same layout need their config derived here.
+    """
+    widths = [unet_sd[f"down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(4)]
+    base = unet_sd["conv_in.weight"].shape[0]
+    if any(w % base for w in widths):
+        raise ValueError(f"block widths {widths} are not multiples of the base width {base}")
+    return {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "in_channels": unet_sd["conv_in.weight"].shape[1],
+        "out_channels": unet_sd["conv_out.weight"].shape[0],
+        "model_channels": base,
+        "num_res_blocks": [2, 2, 2, 2],
+        "channel_mult": [w // base for w in widths],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "transformer_depth_middle": 1,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_spatial_transformer": True,
+        "use_linear_in_transformer": False,
+        "legacy": False,
+        "adm_in_channels": None,
+        "context_dim": unet_sd["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"].shape[1],
+        "num_heads": 8,
+        "num_head_channels": -1,
+        "use_temporal_attention": False,
+        "use_temporal_resblock": False,
+    }
+
+
+def diffusers_to_comfy_unet(unet_sd: dict[str, torch.Tensor], unet_config: dict) -> dict[str, torch.Tensor]:
+    """Rename diffusers UNet keys to ComfyUI's (ldm) names (completeness is checked against the built model)."""
+    mapping = comfy.utils.unet_to_diffusers(unet_config)
+    return {mapping[k]: unet_sd[k] for k in mapping if k in unet_sd}
+
+
+def build_sd15_model(unet_sd: dict[str, torch.Tensor], precision: str = "auto"):
+    """A ComfyUI MODEL (ModelPatcher) holding the SD1.5 UNet from these weights, sampling with sqrt_linear betas.
+
+    Dtype selection, manual casting and device placement follow ComfyUI's own diffusion-model loader, so the
+    memory manager treats it like any UNet it loaded itself.
+    """
+    unet_config = sd15_unet_config(unet_sd)
+    comfy_sd = diffusers_to_comfy_unet(unet_sd, unet_config)
+    model_config = comfy.supported_models.SD15(unet_config)
+    model_config.sampling_settings = dict(XDYNA_SAMPLING_SETTINGS)
+
+    load_device = model_management.get_torch_device()
+    offload_device = model_management.unet_offload_device()
+    supported = list(model_config.supported_inference_dtypes)
+    unet_dtype = PRECISIONS[precision]
+    if unet_dtype is None:
+        unet_dtype = model_management.unet_dtype(
+            model_params=comfy.utils.calculate_parameters(comfy_sd),
+            supported_dtypes=supported,
+            weight_dtype=comfy.utils.weight_dtype(comfy_sd),
+        )
+    manual_cast_dtype = model_management.unet_manual_cast(unet_dtype, load_device, supported)
+    model_config.set_inference_dtype(unet_dtype, manual_cast_dtype, device=load_device)
+
+    model = model_config.get_model(comfy_sd, "")
+    missing = sorted(set(model.diffusion_model.state_dict()) - set(comfy_sd))
+    if missing:
+        raise ValueError(f"the UNet weights lack {len(missing)} tensors of the SD1.5 layout, e.g. {missing[:3]}")
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
+    if not model_management.is_device_cpu(offload_device):
+        model.to(offload_device)
+    is_dynamic = getattr(patcher, "is_dynamic", lambda: False)()
+    model.load_model_weights(comfy_sd, "", assign=is_dynamic)
+    return patcher

@@ -136,6 +136,8 @@ class ComfyHost:
         if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):
             raise RuntimeError(f"ComfyUI could not load the pack at {PACK_ROOT}; see the log above")
         self.pack_node_ids = set(nodes.NODE_CLASS_MAPPINGS) - self.core_node_ids
+        # ComfyUI names the package after its path; tests import the pack's modules under that name.
+        self.pack_module = str(PACK_ROOT).replace(".", "_x_")
         self.nodes = nodes
         self.execution = execution
         self.folder_paths = folder_paths
