@@ -10,6 +10,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_report_header(config) -> str:
+    from tests.host.comfy_host import find_comfyui
+
+    path, where = find_comfyui()
+    return f"host tier: {'ComfyUI from ' + where if path else 'SKIPPED, ' + where}"
+
+
 def shared_data_dir() -> Path:
     """The example assets (`reference_1.png`, `driving_1.mp4`, `pose_1.mp4`): `XDYNA_SHARED_DATA` or ../shared/data."""
     return Path(os.environ.get("XDYNA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

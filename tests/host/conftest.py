@@ -12,12 +12,6 @@ COMFYUI_PATH, COMFYUI_WHERE = find_comfyui()
 HOST_DIR = Path(__file__).resolve().parent
 
 
-def pytest_report_header(config) -> str:
-    if COMFYUI_PATH is None:
-        return f"host tier: SKIPPED, {COMFYUI_WHERE}"
-    return f"host tier: ComfyUI from {COMFYUI_WHERE}"
-
-
 def pytest_collection_modifyitems(config, items) -> None:
     if COMFYUI_PATH is not None:
         return
