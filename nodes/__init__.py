@@ -5,9 +5,15 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
+from .model_nodes import XDynaApplyDynamicsAdapter, XDynaLoadModel, XDynaLoadReference
 from .preprocess import XDynaCropResize
 
-NODES: list[type[io.ComfyNode]] = [XDynaCropResize]
+NODES: list[type[io.ComfyNode]] = [
+    XDynaCropResize,
+    XDynaLoadModel,
+    XDynaLoadReference,
+    XDynaApplyDynamicsAdapter,
+]
 
 
 class XDynaExtension(ComfyExtension):

@@ -12,17 +12,31 @@ import torch
 from comfy import model_management
 
 XDYNA_FOLDER = "xdyna"
+IPADAPTER_FOLDER = "ipadapter"  # the folder name IP-Adapter packs use, so one copy of the file serves both
 
 
 def register_model_folders() -> None:
-    """Register `models/xdyna` (X-Dyna UNet checkpoints) with ComfyUI, idempotently.
+    """Register `models/xdyna` (X-Dyna UNet checkpoints) and `models/ipadapter` with ComfyUI, idempotently.
 
-    Paths added by `extra_model_paths.yaml` under the same name are kept; ours is appended after them.
+    Paths added by `extra_model_paths.yaml` under the same names are kept; ours are appended after them.
     """
-    default = os.path.join(folder_paths.models_dir, XDYNA_FOLDER)
-    folder_paths.add_model_folder_path(XDYNA_FOLDER, default)
-    paths, _extensions = folder_paths.folder_names_and_paths[XDYNA_FOLDER]
-    folder_paths.folder_names_and_paths[XDYNA_FOLDER] = (paths, set(folder_paths.supported_pt_extensions))
+    for name in (XDYNA_FOLDER, IPADAPTER_FOLDER):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+        paths, extensions = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | set(folder_paths.supported_pt_extensions))
+
+
+def model_files(folder: str) -> list[str]:
+    return folder_paths.get_filename_list(folder)
+
+
+def model_path(folder: str, name: str) -> str:
+    """The full path of a model file, or an error naming the file and the folders searched."""
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        searched = ", ".join(folder_paths.get_folder_paths(folder))
+        raise FileNotFoundError(f"model file {name!r} not found in the {folder!r} folders ({searched}); put it there")
+    return path
 
 
 # --- the SD1.5 UNet of an X-Dyna checkpoint as a ComfyUI MODEL -------------------------------------------
@@ -107,3 +121,16 @@ def build_sd15_model(unet_sd: dict[str, torch.Tensor], precision: str = "auto"):
     is_dynamic = getattr(patcher, "is_dynamic", lambda: False)()
     model.load_model_weights(comfy_sd, "", assign=is_dynamic)
     return patcher
+
+
+def clip_vision_penultimate_of_zeros(clip_vision) -> torch.Tensor:
+    """CLIP penultimate hidden states of an all-zero *normalised* pixel tensor: X-Dyna's unconditional image input.
+
+    The official code feeds `zeros_like(pixel_values)` after CLIP normalisation, which is not the encoding of a
+    black image, so ComfyUI's `encode_image` (which normalises) cannot produce it.
+    """
+    model_management.load_model_gpu(clip_vision.patcher)
+    size = clip_vision.image_size
+    pixels = torch.zeros(1, 3, size, size, device=clip_vision.load_device)
+    out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
+    return out[1].to(model_management.intermediate_device())

@@ -1,0 +1,202 @@
+"""Model nodes: load the X-Dyna UNet, prepare the reference, patch the MODEL."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from comfy_api.latest import io
+
+from ..xdyna_core.checkpoints import UNetShapeConfig, load_xdyna_unet
+from ..xdyna_core.components import XDynaComponents
+from ..xdyna_core.image_prep import CROP_ANCHORS, fit_to_size
+from ..xdyna_core.ip_adapter import load_ip_adapter_plus
+from ..xdyna_core.reference import XDynaReference
+from . import comfy_glue
+from .model_patch import TRANSFORMER_PREFIXES, XDynaPatch, _transformer_block, components_model_patcher
+from .preprocess import DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_SIZE, SIZE_STEP, check_generation_size
+
+logger = logging.getLogger("xdyna")
+CATEGORY = "X-Dyna"
+
+XDynaWeightsType = io.Custom("XDYNA_WEIGHTS")
+XDynaReferenceType = io.Custom("XDYNA_REFERENCE")
+
+
+@dataclass
+class XDynaWeights:
+    """The X-Dyna additions of one checkpoint, shared by every MODEL patched with them."""
+
+    components: XDynaComponents
+    patcher: object  # ModelPatcher of `components`, registered as an additional model of patched MODELs
+    config: UNetShapeConfig
+    source: str
+
+
+class XDynaLoadModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_LoadModel",
+            display_name="X-Dyna Load Model",
+            category=CATEGORY,
+            description=(
+                "Loads the X-Dyna UNet checkpoint: its SD1.5 UNet as a MODEL (sampling with AnimateDiff's "
+                "sqrt_linear betas) and its Dynamics-Adapter, IP-Adapter k/v and motion modules."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "ckpt_name",
+                    options=comfy_glue.model_files(comfy_glue.XDYNA_FOLDER),
+                    tooltip="unet-checkpoint-epoch-5.ckpt (or its .safetensors conversion) in models/xdyna.",
+                ),
+                io.Combo.Input(
+                    "precision",
+                    options=list(comfy_glue.PRECISIONS),
+                    default="auto",
+                    tooltip="Weight precision. auto lets ComfyUI choose for your device (fp16 on most GPUs).",
+                ),
+            ],
+            outputs=[io.Model.Output(), XDynaWeightsType.Output(display_name="xdyna")],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name: str, precision: str) -> io.NodeOutput:
+        path = comfy_glue.model_path(comfy_glue.XDYNA_FOLDER, ckpt_name)
+        parts = load_xdyna_unet(path)
+        model = comfy_glue.build_sd15_model(parts.unet, precision)
+        dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+        components = XDynaComponents.from_parts(
+            parts.dynamics_adapter, parts.ip_adapter, parts.motion_modules, motion_heads=parts.config.attention_heads
+        ).to(dtype=dtype)
+        weights = XDynaWeights(components, components_model_patcher(components), parts.config, str(path))
+        logger.info("X-Dyna: loaded %s (%s)", ckpt_name, dtype)
+        return io.NodeOutput(model, weights)
+
+
+class XDynaLoadReference(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_LoadReference",
+            display_name="X-Dyna Load Reference",
+            category=CATEGORY,
+            description=(
+                "Prepares the reference image as X-Dyna consumes it: cropped and resized to the generation "
+                "size, VAE-encoded (frame 0 of every window), and its IP-Adapter-plus image tokens."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The person to animate."),
+                io.Vae.Input("vae", tooltip="The SD1.5 VAE."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-H/14, the IP-Adapter image encoder."),
+                io.Combo.Input(
+                    "ip_adapter",
+                    options=comfy_glue.model_files(comfy_glue.IPADAPTER_FOLDER),
+                    tooltip="ip-adapter-plus_sd15.bin (or .safetensors) in models/ipadapter.",
+                ),
+                io.Int.Input(
+                    "width",
+                    default=DEFAULT_WIDTH,
+                    min=SIZE_STEP,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Generation width (multiple of 8).",
+                ),
+                io.Int.Input(
+                    "height",
+                    default=DEFAULT_HEIGHT,
+                    min=SIZE_STEP,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Generation height (multiple of 8).",
+                ),
+                io.Combo.Input(
+                    "crop",
+                    options=list(CROP_ANCHORS),
+                    default="center",
+                    tooltip="How the reference is cropped to the generation aspect (center as released).",
+                ),
+            ],
+            outputs=[XDynaReferenceType.Output(display_name="reference"), io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, image, vae, clip_vision, ip_adapter: str, width: int, height: int, crop: str) -> io.NodeOutput:
+        check_generation_size(width, height)
+        if image.shape[0] != 1:
+            logger.warning("X-Dyna: the reference input has %d images; using the first", image.shape[0])
+        image = image[:1, :, :, :3]
+        fitted, _ = fit_to_size(image, width, height, anchor=crop)
+        latent = vae.encode(fitted)
+        resampler = load_ip_adapter_plus(comfy_glue.model_path(comfy_glue.IPADAPTER_FOLDER, ip_adapter))
+        # The CLIP input is the raw reference (shortest side 224, centre crop), as released.
+        features = clip_vision.encode_image(image, crop=True)["penultimate_hidden_states"]
+        uncond_features = comfy_glue.clip_vision_penultimate_of_zeros(clip_vision)
+        with torch.inference_mode():
+            tokens = resampler(features.float().cpu())
+            uncond_tokens = resampler(uncond_features.float().cpu())
+        reference = XDynaReference(latent.float().cpu(), tokens, uncond_tokens, fitted)
+        return io.NodeOutput(reference, fitted)
+
+
+class XDynaApplyDynamicsAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_ApplyDynamicsAdapter",
+            display_name="X-Dyna Apply Dynamics-Adapter",
+            category=CATEGORY,
+            description=(
+                "Patches an SD1.5 MODEL into X-Dyna: the reference as frame 0 of every window, the "
+                "Dynamics-Adapter in self-attention, IP-Adapter image tokens in cross-attention, GroupNorm "
+                "joint over frames and the motion modules. Any stock sampler then evaluates X-Dyna."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL from X-Dyna Load Model."),
+                XDynaWeightsType.Input("xdyna", tooltip="The X-Dyna weights from X-Dyna Load Model."),
+                XDynaReferenceType.Input("reference", tooltip="The reference from X-Dyna Load Reference."),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=2.0,
+                    step=0.05,
+                    tooltip="Weight of the Dynamics-Adapter (1 = as the model was trained).",
+                ),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, xdyna: XDynaWeights, reference: XDynaReference, strength: float) -> io.NodeOutput:
+        check_model_matches(model, xdyna, reference)
+        patched = model.clone()
+        XDynaPatch(xdyna.components, reference, strength).apply_to(patched, xdyna.patcher)
+        return io.NodeOutput(patched)
+
+
+def check_model_matches(model, xdyna: XDynaWeights, reference: XDynaReference) -> None:
+    """The MODEL must be an SD1.5-architecture UNet with the widths of the X-Dyna weights."""
+    unet = model.get_model_object("diffusion_model")
+    found = None
+    try:
+        for block, prefix in TRANSFORMER_PREFIXES.items():
+            adapter = xdyna.components.adapter(f"{prefix}.attn1")
+            attn1 = _transformer_block(unet, block, 0).attn1
+            if adapter is not None and attn1.to_q.weight.shape[0] != adapter.to_q_ff.weight.shape[0]:
+                found = f"width {attn1.to_q.weight.shape[0]} at {prefix}, X-Dyna has {adapter.to_q_ff.weight.shape[0]}"
+                break
+    except (AttributeError, IndexError, KeyError, TypeError):
+        found = f"a {type(unet).__name__} without SD1.5's block layout"
+    if found:
+        raise ValueError(
+            f"the MODEL does not fit these X-Dyna weights ({found}); use the MODEL output of X-Dyna Load Model "
+            f"(X-Dyna is built on SD1.5, not SDXL or other families)"
+        )
+    kv = next(iter(xdyna.components.ip_adapter.values()), None)
+    if kv is not None and kv.to_k_ip.weight.shape[1] != reference.image_tokens.shape[-1]:
+        raise ValueError(
+            f"the reference's image tokens are {reference.image_tokens.shape[-1]}-wide but the X-Dyna IP-Adapter "
+            f"expects {kv.to_k_ip.weight.shape[1]}; load ip-adapter-plus_sd15 (not an SDXL or ViT-bigG variant)"
+        )
