@@ -1,19 +1,21 @@
-"""The pack's ComfyUI nodes (V3 schema). Thin wrappers: the maths lives in `xdyna_core`."""
+"""The pack's ComfyUI nodes (V3 schema). Thin wrappers: the maths lives in `xdyna_core`.
+
+Each stage module lists its node classes in `NODES`; this package collects them in STAGES order.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from comfy_api.latest import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
-from .model_nodes import XDynaApplyDynamicsAdapter, XDynaLoadModel, XDynaLoadReference
-from .preprocess import XDynaCropResize
 
-NODES: list[type[io.ComfyNode]] = [
-    XDynaCropResize,
-    XDynaLoadModel,
-    XDynaLoadReference,
-    XDynaApplyDynamicsAdapter,
-]
+STAGES = ("preprocess", "model_nodes")
+
+
+def node_list() -> list[type[io.ComfyNode]]:
+    return [node for stage in STAGES for node in importlib.import_module(f".{stage}", __name__).NODES]
 
 
 class XDynaExtension(ComfyExtension):
@@ -21,7 +23,7 @@ class XDynaExtension(ComfyExtension):
         register_model_folders()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return list(NODES)
+        return node_list()
 
 
 async def comfy_entrypoint() -> XDynaExtension:

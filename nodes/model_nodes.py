@@ -200,3 +200,6 @@ def check_model_matches(model, xdyna: XDynaWeights, reference: XDynaReference) -
             f"the reference's image tokens are {reference.image_tokens.shape[-1]}-wide but the X-Dyna IP-Adapter "
             f"expects {kv.to_k_ip.weight.shape[1]}; load ip-adapter-plus_sd15 (not an SDXL or ViT-bigG variant)"
         )
+
+
+NODES = [XDynaLoadModel, XDynaLoadReference, XDynaApplyDynamicsAdapter]

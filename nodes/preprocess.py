@@ -86,3 +86,6 @@ class XDynaCropResize(io.ComfyNode):
         check_generation_size(width, height)
         fitted, _box = fit_to_size(image, width, height, anchor=crop, method=resize)
         return io.NodeOutput(fitted.contiguous())
+
+
+NODES = [XDynaCropResize]
