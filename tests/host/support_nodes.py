@@ -1,0 +1,118 @@
+"""Test-only nodes that stand in for downloads: real ComfyUI VAE / CLIP vision objects with tiny seeded weights.
+
+They are registered into the booted ComfyUI only by the tests that need them (the pack never ships them), so
+graphs can run end to end without multi-gigabyte files. Everything they return is a genuine ComfyUI object.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TINY_CLIP_VISION = {
+    "attention_dropout": 0.0,
+    "dropout": 0.0,
+    "hidden_act": "gelu",
+    "hidden_size": 32,
+    "image_size": 28,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 64,
+    "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model",
+    "num_attention_heads": 2,
+    "num_channels": 3,
+    "num_hidden_layers": 3,
+    "patch_size": 14,
+    "projection_dim": 16,
+    "torch_dtype": "float32",
+}
+
+TINY_VAE = {
+    "params": {
+        "embed_dim": 4,
+        "ddconfig": {
+            "double_z": True,
+            "z_channels": 4,
+            "resolution": 256,
+            "in_channels": 3,
+            "out_ch": 3,
+            "ch": 32,
+            "ch_mult": [1, 1, 1, 1],
+            "num_res_blocks": 1,
+            "attn_resolutions": [],
+            "dropout": 0.0,
+        },
+    }
+}
+
+
+def seeded_state_dict(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Random values for every tensor of `module` (ComfyUI's ops leave weights uninitialised)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, tensor in module.state_dict().items():
+        if tensor.ndim <= 1 and name.endswith("weight"):
+            out[name] = 1.0 + 0.05 * torch.randn(tensor.shape, generator=gen)
+        elif tensor.ndim <= 1:
+            out[name] = 0.02 * torch.randn(tensor.shape, generator=gen)
+        else:
+            fan_in = max(1, tensor[0].numel())
+            out[name] = torch.randn(tensor.shape, generator=gen) / fan_in**0.5
+    return out
+
+
+class TinyVAE:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, seed):
+        import comfy.sd
+
+        vae = comfy.sd.VAE(sd={"placeholder": torch.zeros(1)}, config=TINY_VAE)
+        vae.first_stage_model.load_state_dict(seeded_state_dict(vae.first_stage_model, seed))
+        return (vae,)
+
+
+class TinyClipVision:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, seed):
+        import comfy.clip_vision
+
+        clip = comfy.clip_vision.ClipVisionModel(dict(TINY_CLIP_VISION))
+        clip.load_sd(seeded_state_dict(clip.model, seed))
+        return (clip,)
+
+
+class TinyConditioning:
+    """Random text conditioning of the tiny UNet's context width (stands in for CLIP text encoding)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0}), "width": ("INT", {"default": 32})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, seed, width):
+        gen = torch.Generator().manual_seed(seed)
+        return ([[torch.randn(1, 77, width, generator=gen), {}]],)
+
+
+SUPPORT_NODES = {
+    "XDynaTest_TinyVAE": TinyVAE,
+    "XDynaTest_TinyClipVision": TinyClipVision,
+    "XDynaTest_TinyConditioning": TinyConditioning,
+}
