@@ -14,6 +14,7 @@ from ..xdyna_core.image_prep import CROP_ANCHORS, fit_to_size
 from ..xdyna_core.ip_adapter import load_ip_adapter_plus
 from ..xdyna_core.reference import XDynaReference
 from . import comfy_glue
+from .context_patch import ContextOptions
 from .model_patch import TRANSFORMER_PREFIXES, XDynaPatch, _transformer_block, components_model_patcher
 from .preprocess import DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_SIZE, SIZE_STEP, check_generation_size
 
@@ -173,6 +174,8 @@ class XDynaApplyDynamicsAdapter(io.ComfyNode):
         check_model_matches(model, xdyna, reference)
         patched = model.clone()
         XDynaPatch(xdyna.components, reference, strength).apply_to(patched, xdyna.patcher)
+        # Videos longer than one window are tiled as released (16/4, closed loop) by any sampler.
+        ContextOptions().apply_to(patched)
         return io.NodeOutput(patched)
 
 

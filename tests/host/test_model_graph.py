@@ -157,10 +157,10 @@ def test_wrong_checkpoints_are_named(comfy_host, files, ckpt, message):
     assert ckpt in str(err.value) and message in str(err.value)
 
 
-def test_more_frames_than_the_motion_modules_take_is_a_clear_error(comfy_host, files):
-    with pytest.raises(PromptError) as err:
-        comfy_host.run(xdyna_graph(frames=25))
-    assert "25 frames" in str(err.value) and "at most 24" in str(err.value)
+def test_videos_longer_than_a_window_are_tiled(comfy_host, files):
+    """25 frames exceed what the motion modules take at once; the patched MODEL samples them in windows."""
+    samples = comfy_host.run(xdyna_graph(frames=25)).outputs("sampler")[0]["samples"]
+    assert samples.shape[0] == 25 and torch.isfinite(samples).all()
 
 
 def test_reference_of_another_size_is_a_clear_error(comfy_host, files):
@@ -246,6 +246,13 @@ def test_other_packs_attention_patches_still_run(comfy_host, tiny):
     counted = calls["attn1"]
     assert torch.equal(sample(after), ours)
     assert calls["attn1"] > counted
+
+
+def test_more_frames_than_the_motion_modules_take_is_a_clear_error(comfy_host, tiny):
+    """Without context windows (e.g. another pack's sampler), a batch of 25 frames is refused with a clear message."""
+    model_patch = pack(comfy_host, "nodes.model_patch")
+    with pytest.raises(model_patch.XDynaInputError, match="given 25 frames at once.*at most 24"):
+        sample(patch(comfy_host, tiny, tiny.model), frames=25, steps=1)
 
 
 def test_interrupting_a_run_leaves_the_model_clean(comfy_host, tiny):

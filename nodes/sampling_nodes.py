@@ -1,0 +1,348 @@
+"""Video nodes: ControlNets on the conditioning, the initial latent, and the temporal sampler."""
+
+from __future__ import annotations
+
+import comfy.controlnet
+import comfy.sample
+import comfy.samplers
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..xdyna_core.latents import initial_latent, mask_generator
+from ..xdyna_core.reference import XDynaReference
+from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
+from .context_patch import ContextOptions
+from .model_nodes import XDynaReferenceType
+
+CATEGORY = "X-Dyna"
+SD15_LATENT_SCALE = 0.18215
+MAX_FRAMES = 4096
+
+XDynaFaceConditionType = io.Custom("XDYNA_FACE_CONDITION")
+
+
+# --- ControlNets --------------------------------------------------------------------------------------------
+
+
+def minmax_normalise(hint: torch.Tensor) -> torch.Tensor:
+    """The official per-clip hint normalisation `(x - min) / (max - min)` (identity when the clip spans 0..1)."""
+    low, high = hint.min(), hint.max()
+    return (hint - low) / (high - low) if high > low else hint
+
+
+def check_controlnet(control_net, name: str, hint_channels: int) -> None:
+    """Pose ControlNets take a 3-channel hint and S-Face ControlNets a 6-channel one; say so when they do not."""
+    model = getattr(control_net, "control_model", None)
+    hint_block = getattr(model, "input_hint_block", None)
+    if hint_block is None:
+        raise ValueError(
+            f"the {name} is a {type(control_net).__name__}, not an SD1.5 ControlNet; load X-Dyna's "
+            f"{'controlnet-checkpoint-epoch-5.ckpt' if hint_channels == 3 else 'controlnet-face-checkpoint-epoch-2.ckpt'}"
+            f" with Load ControlNet Model"
+        )
+    found = hint_block[0].weight.shape[1]
+    if found != hint_channels:
+        other = "S-Face (6-channel)" if found == 6 else f"{found}-channel"
+        raise ValueError(
+            f"the {name} takes {found}-channel hints but needs {hint_channels}: it looks like a {other} "
+            f"ControlNet; connect the pose ControlNet to pose_controlnet and the S-Face one to face_controlnet"
+        )
+
+
+def apply_controlnet(positive, negative, control_net, hint, strength, start, end, name):
+    """Attach `control_net` with a per-frame `hint` `[N, C, H, W]` to both conditionings (chained after any
+    ControlNet already there, so outputs sum), with the same hint for both CFG branches, as released."""
+    made: dict[int, object] = {}
+    result = []
+    for conditioning in (positive, negative):
+        updated = []
+        for embedding, options in conditioning:
+            options = options.copy()
+            previous = options.get("control")
+            key = id(previous)
+            if key not in made:
+                control = control_net.copy().set_cond_hint(hint, strength, (start, end))
+                control.set_previous_controlnet(previous)
+                control.xdyna_name = name
+                made[key] = control
+            options["control"] = made[key]
+            options["control_apply_to_uncond"] = False
+            updated.append([embedding, options])
+        result.append(updated)
+    return result[0], result[1]
+
+
+class XDynaApplyControlNets(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        def range_inputs(prefix: str, label: str) -> list:
+            return [
+                io.Float.Input(
+                    f"{prefix}_strength",
+                    default=1.0,
+                    min=0.0,
+                    max=3.0,
+                    step=0.05,
+                    tooltip=f"Scale of the {label} ControlNet's residuals (1 as released).",
+                ),
+                io.Float.Input(
+                    f"{prefix}_start",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip=f"Fraction of the sampling at which the {label} ControlNet starts.",
+                ),
+                io.Float.Input(
+                    f"{prefix}_end",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip=f"Fraction of the sampling at which the {label} ControlNet stops.",
+                ),
+            ]
+
+        return io.Schema(
+            node_id="XDyna_ApplyControlNets",
+            display_name="X-Dyna Apply ControlNets",
+            category=CATEGORY,
+            description=(
+                "Steers every frame with the pose ControlNet (rendered skeletons) and the S-Face ControlNet "
+                "(face conditions). Each frame gets its own hint; the reference frame gets none."
+            ),
+            inputs=[
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.ControlNet.Input(
+                    "pose_controlnet",
+                    optional=True,
+                    tooltip="controlnet-checkpoint-epoch-5.ckpt, loaded with Load ControlNet Model.",
+                ),
+                io.Image.Input("pose_images", optional=True, tooltip="One rendered pose per frame, at W×H."),
+                *range_inputs("pose", "pose"),
+                io.ControlNet.Input(
+                    "face_controlnet",
+                    optional=True,
+                    tooltip="controlnet-face-checkpoint-epoch-2.ckpt, loaded with Load ControlNet Model.",
+                ),
+                XDynaFaceConditionType.Input(
+                    "face_condition", optional=True, tooltip="The S-Face condition from X-Dyna Face Cropper."
+                ),
+                *range_inputs("face", "S-Face"),
+                io.Boolean.Input(
+                    "normalize_hints",
+                    default=True,
+                    tooltip="Min-max normalise each hint stream over the clip, as the official code does.",
+                ),
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        positive,
+        negative,
+        pose_strength,
+        pose_start,
+        pose_end,
+        face_strength,
+        face_start,
+        face_end,
+        normalize_hints=True,
+        pose_controlnet=None,
+        pose_images=None,
+        face_controlnet=None,
+        face_condition=None,
+    ) -> io.NodeOutput:
+        streams = (
+            ("pose ControlNet", pose_controlnet, pose_images, 3, pose_strength, pose_start, pose_end),
+            (
+                "S-Face ControlNet",
+                face_controlnet,
+                face_condition_tensor(face_condition),
+                6,
+                face_strength,
+                face_start,
+                face_end,
+            ),
+        )
+        for name, control_net, frames, channels, strength, start, end in streams:
+            if (control_net is None) != (frames is None):
+                missing = "its hint frames" if frames is None else "the ControlNet model"
+                raise ValueError(f"the {name} needs both a ControlNet and hint frames; {missing} is not connected")
+            if control_net is None or strength == 0:
+                continue
+            check_controlnet(control_net, name, channels)
+            if frames.shape[-1] != channels:
+                raise ValueError(f"the {name} hint has {frames.shape[-1]} channels per pixel, expected {channels}")
+            hint = frames.movedim(-1, 1).float()
+            if normalize_hints:
+                hint = minmax_normalise(hint)
+            positive, negative = apply_controlnet(positive, negative, control_net, hint, strength, start, end, name)
+        return io.NodeOutput(positive, negative)
+
+
+def face_condition_tensor(face_condition) -> torch.Tensor | None:
+    """The `[N, H, W, 6]` hint of an S-Face condition (the Face Cropper's object or a plain tensor)."""
+    if face_condition is None or isinstance(face_condition, torch.Tensor):
+        return face_condition
+    for attribute in ("hint", "condition", "tensor"):
+        value = getattr(face_condition, attribute, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"unrecognised S-Face condition of type {type(face_condition).__name__}")
+
+
+# --- initial latent and sampler ------------------------------------------------------------------------------
+
+
+def frame_count(frames: int, pose_images: torch.Tensor | None) -> int:
+    count = pose_images.shape[0] if pose_images is not None else frames
+    if count < 1:
+        raise ValueError(f"the video must have at least 1 frame, got {count}; set frames to 1 or more")
+    return count
+
+
+def xdyna_initial_latent(reference: XDynaReference, frames: int, seed: int) -> dict:
+    """LATENT of the reference repeated over the frames, blur-mixed by a seeded mask (spec §4), unnoised."""
+    scaled = reference.latent.float() * SD15_LATENT_SCALE
+    latent = initial_latent(scaled, frames, mask_generator(seed)) / SD15_LATENT_SCALE
+    return {"samples": latent.contiguous()}
+
+
+class XDynaInitLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_InitLatent",
+            display_name="X-Dyna Initial Latent",
+            category=CATEGORY,
+            description=(
+                "The latent X-Dyna starts from: the reference repeated over the frames, mixed with a blurred "
+                "copy by a seeded mask. Feed it to a stock KSampler (denoise 1) with the same seed to get what "
+                "X-Dyna Temporal Sampler gives."
+            ),
+            inputs=[
+                XDynaReferenceType.Input("reference"),
+                io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES, tooltip="Number of frames to generate."),
+                io.Image.Input("pose_images", optional=True, tooltip="If connected, one frame per pose image."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Seed of the blur mask; use the sampler's seed.",
+                ),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def execute(cls, reference, frames, seed, pose_images=None) -> io.NodeOutput:
+        return io.NodeOutput(xdyna_initial_latent(reference, frame_count(frames, pose_images), seed))
+
+
+class XDynaTemporalSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_TemporalSampler",
+            display_name="X-Dyna Temporal Sampler",
+            category=CATEGORY,
+            description=(
+                "Samples an X-Dyna video of any length: overlapping windows of frames, averaged, with the "
+                "released settings as defaults (DDIM, 25 steps, cfg 7.5, windows of 16 overlapping by 4)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL from X-Dyna Apply Dynamics-Adapter."),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                XDynaReferenceType.Input("reference"),
+                io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES, tooltip="Frames to generate."),
+                io.Image.Input("pose_images", optional=True, tooltip="If connected, the frame count is taken from it."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Seeds the noise, the blur mask and the window offsets: same seed, same video.",
+                ),
+                io.Int.Input("steps", default=25, min=1, max=1000),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="ddim"),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="ddim_uniform"),
+                io.Int.Input(
+                    "window_length",
+                    default=DEFAULT_WINDOW_LENGTH,
+                    min=1,
+                    max=MAX_WINDOW_LENGTH,
+                    tooltip="Frames per window (16 as released; the motion modules take at most 24).",
+                ),
+                io.Int.Input(
+                    "window_overlap",
+                    default=DEFAULT_OVERLAP,
+                    min=0,
+                    max=MAX_WINDOW_LENGTH - 1,
+                    tooltip="Frames shared by neighbouring windows (4 as released).",
+                ),
+                io.Combo.Input(
+                    "schedule",
+                    options=list(CONTEXT_SCHEDULES),
+                    default="uniform_closed_loop",
+                    tooltip="uniform_closed_loop: as released (wrapping, shifted every step). "
+                    "static: fixed windows, no wrap.",
+                ),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        positive,
+        negative,
+        reference,
+        frames,
+        seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        window_length,
+        window_overlap,
+        schedule,
+        denoise,
+        pose_images=None,
+    ) -> io.NodeOutput:
+        count = frame_count(frames, pose_images)
+        options = ContextOptions(window_length, window_overlap, schedule, seed)
+        windowed = model.clone()
+        options.apply_to(windowed)
+        latent = xdyna_initial_latent(reference, count, seed)["samples"]
+        noise = comfy.sample.prepare_noise(latent, seed)
+        callback = latent_preview.prepare_callback(windowed, steps)
+        samples = comfy.sample.sample(
+            windowed,
+            noise,
+            steps,
+            cfg,
+            sampler_name,
+            scheduler,
+            positive,
+            negative,
+            latent,
+            denoise=denoise,
+            callback=callback,
+            seed=seed,
+        )
+        return io.NodeOutput({"samples": samples})
+
+
+NODES = [XDynaApplyControlNets, XDynaInitLatent, XDynaTemporalSampler]
