@@ -24,6 +24,7 @@ def register_model_folders() -> None:
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
         paths, extensions = folder_paths.folder_names_and_paths[name]
         folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | set(folder_paths.supported_pt_extensions))
+    register_dwpose_folder()
 
 
 def model_files(folder: str) -> list[str]:
@@ -47,7 +48,7 @@ XDYNA_SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.000
 PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def sd15_unet_config(unet_sd: dict[str, torch.Tensor]) -> dict:
+def sd15_unet_config(unet_sd: dict[str, torch.Tensor], out_channels: int | None = None) -> dict:
     """ComfyUI's `unet_config` for an SD1.5-architecture UNet in diffusers keys, with widths read from the tensors.
 
     ComfyUI's own diffusers detection only recognises the real sizes (model_channels 320, context 768), so
@@ -61,7 +62,7 @@ def sd15_unet_config(unet_sd: dict[str, torch.Tensor]) -> dict:
         "use_checkpoint": False,
         "image_size": 32,
         "in_channels": unet_sd["conv_in.weight"].shape[1],
-        "out_channels": unet_sd["conv_out.weight"].shape[0],
+        "out_channels": out_channels if out_channels is not None else unet_sd["conv_out.weight"].shape[0],
         "model_channels": base,
         "num_res_blocks": [2, 2, 2, 2],
         "channel_mult": [w // base for w in widths],
@@ -134,3 +135,117 @@ def clip_vision_penultimate_of_zeros(clip_vision) -> torch.Tensor:
     pixels = torch.zeros(1, 3, size, size, device=clip_vision.load_device)
     out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
     return out[1].to(model_management.intermediate_device())
+
+
+# --- DWPose: ONNX model folder, the device onnxruntime should use, progress and interruption ---------------
+
+DWPOSE_FOLDER = "xdyna_dwpose"  # models/xdyna/dwpose; extra_model_paths.yaml may add paths under this name
+ONNX_EXTENSIONS = {".onnx"}
+
+
+def register_dwpose_folder() -> None:
+    """Register `models/xdyna/dwpose` for the DWPose ONNX files (`.onnx` only), idempotently."""
+    folder_paths.add_model_folder_path(DWPOSE_FOLDER, os.path.join(folder_paths.models_dir, "xdyna", "dwpose"))
+    paths, extensions = folder_paths.folder_names_and_paths[DWPOSE_FOLDER]
+    folder_paths.folder_names_and_paths[DWPOSE_FOLDER] = (paths, set(extensions) | ONNX_EXTENSIONS)
+
+
+def dwpose_folders() -> list[str]:
+    """Folders holding DWPose files, the download folder first (`models/xdyna/dwpose` unless configured)."""
+    if DWPOSE_FOLDER not in folder_paths.folder_names_and_paths:
+        register_dwpose_folder()
+    return list(folder_paths.get_folder_paths(DWPOSE_FOLDER))
+
+
+def dwpose_model_files() -> list[str]:
+    """The `.onnx` files in the DWPose folders, as names relative to their folder."""
+    dwpose_folders()
+    return list(folder_paths.get_filename_list(DWPOSE_FOLDER))
+
+
+def dwpose_model_path(name: str) -> str | None:
+    dwpose_folders()
+    return folder_paths.get_full_path(DWPOSE_FOLDER, name)
+
+
+def free_gpu_memory_for(nbytes: int) -> None:
+    """Ask ComfyUI's memory manager to unload models until `nbytes` are free on its device (a no-op on CPU).
+
+    onnxruntime allocates outside ComfyUI's accounting, so room is made before its sessions start.
+    """
+    device = model_management.get_torch_device()
+    if getattr(device, "type", "cpu") != "cpu":
+        model_management.free_memory(nbytes, device)
+
+
+def onnx_device_id() -> int | None:
+    """The CUDA/ROCm device index ComfyUI computes on, for onnxruntime's GPU providers (None on CPU)."""
+    device = model_management.get_torch_device()
+    return (device.index or 0) if getattr(device, "type", "cpu") == "cuda" else None
+
+
+def frame_progress(total: int):
+    """A `(done, total)` callback driving ComfyUI's progress bar that raises when the user interrupts."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def report(done: int, total_: int) -> None:
+        model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, total_)
+
+    return report
+
+
+# --- ControlNets in the official diffusers layout ------------------------------------------------------------
+
+_HINT_CONVS = ["controlnet_cond_embedding.conv_in", *(f"controlnet_cond_embedding.blocks.{i}" for i in range(6))]
+_HINT_CONVS.append("controlnet_cond_embedding.conv_out")
+
+
+def diffusers_controlnet_to_comfy(sd: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Rename a diffusers `ControlNetModel`'s keys to ComfyUI's (ldm) names."""
+    names = {k: v for k, v in comfy.utils.unet_to_diffusers(config).items() if k in sd}
+    for suffix in ("weight", "bias"):
+        names[f"controlnet_mid_block.{suffix}"] = f"middle_block_out.0.{suffix}"
+        for i in range(len(config["channel_mult"]) * 3):
+            names[f"controlnet_down_blocks.{i}.{suffix}"] = f"zero_convs.{i}.0.{suffix}"
+        for i, conv in enumerate(_HINT_CONVS):  # ComfyUI's hint block interleaves convs with SiLUs
+            names[f"{conv}.{suffix}"] = f"input_hint_block.{2 * i}.{suffix}"
+    unknown = sorted(set(sd) - set(names))
+    if unknown:
+        raise ValueError(f"not an SD1.5 ControlNet in diffusers layout: unexpected keys such as {unknown[:3]}")
+    return {names[k]: v for k, v in sd.items()}
+
+
+def build_sd15_controlnet(sd: dict[str, torch.Tensor], precision: str = "auto"):
+    """A core ComfyUI ControlNet from an SD1.5-architecture diffusers ControlNet, config read from the tensors.
+
+    Core's own loader recognises diffusers ControlNets only at the real SD1.5 sizes; this builds the same
+    core objects for any width, with the hint channels (3 for pose, 6 for S-Face) taken from the weights.
+    """
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    if "controlnet_cond_embedding.conv_in.weight" not in sd:
+        raise ValueError("not a diffusers-format ControlNet (no controlnet_cond_embedding.conv_in.weight)")
+    config = sd15_unet_config(sd, out_channels=4)
+    comfy_sd = diffusers_controlnet_to_comfy(sd, config)
+    load_device = model_management.get_torch_device()
+    dtype = PRECISIONS[precision] or model_management.unet_dtype(
+        model_params=-1, weight_dtype=comfy.utils.weight_dtype(comfy_sd)
+    )
+    manual_cast_dtype = model_management.unet_manual_cast(dtype, load_device)
+    config.pop("out_channels")
+    config.update(
+        hint_channels=comfy_sd["input_hint_block.0.weight"].shape[1],
+        dtype=dtype,
+        device=model_management.unet_offload_device(),
+        operations=comfy.ops.pick_operations(dtype, manual_cast_dtype),
+    )
+    control_model = comfy.cldm.cldm.ControlNet(**config)
+    missing, unexpected = control_model.load_state_dict(comfy_sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"ControlNet weights do not fit the SD1.5 layout: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return comfy.controlnet.ControlNet(control_model, load_device=load_device, manual_cast_dtype=manual_cast_dtype)

@@ -9,9 +9,11 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ..xdyna_core.checkpoints import load_state_dict_file
 from ..xdyna_core.latents import initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
+from . import comfy_glue
 from .context_patch import ContextOptions
 from .model_nodes import XDynaReferenceType
 
@@ -23,6 +25,35 @@ XDynaFaceConditionType = io.Custom("XDYNA_FACE_CONDITION")
 
 
 # --- ControlNets --------------------------------------------------------------------------------------------
+
+
+class XDynaLoadControlNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_LoadControlNet",
+            display_name="X-Dyna Load ControlNet",
+            category=CATEGORY,
+            description=(
+                "Loads X-Dyna's pose or S-Face ControlNet (diffusers layout, .ckpt read as tensors only, or "
+                ".safetensors) as a core CONTROL_NET. Core's Load ControlNet Model reads the official files too."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "control_net_name",
+                    options=comfy_glue.model_files("controlnet"),
+                    tooltip="controlnet-checkpoint-epoch-5.ckpt (pose) or controlnet-face-checkpoint-epoch-2.ckpt "
+                    "(S-Face) in models/controlnet.",
+                ),
+                io.Combo.Input("precision", options=list(comfy_glue.PRECISIONS), default="auto"),
+            ],
+            outputs=[io.ControlNet.Output()],
+        )
+
+    @classmethod
+    def execute(cls, control_net_name: str, precision: str) -> io.NodeOutput:
+        path = comfy_glue.model_path("controlnet", control_net_name)
+        return io.NodeOutput(comfy_glue.build_sd15_controlnet(load_state_dict_file(path), precision))
 
 
 def minmax_normalise(hint: torch.Tensor) -> torch.Tensor:
@@ -345,4 +376,4 @@ class XDynaTemporalSampler(io.ComfyNode):
         return io.NodeOutput({"samples": samples})
 
 
-NODES = [XDynaApplyControlNets, XDynaInitLatent, XDynaTemporalSampler]
+NODES = [XDynaLoadControlNet, XDynaApplyControlNets, XDynaInitLatent, XDynaTemporalSampler]

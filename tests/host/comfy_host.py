@@ -153,12 +153,24 @@ class ComfyHost:
     def output_dir(self) -> Path:
         return Path(self.folder_paths.get_output_directory())
 
-    def run(self, prompt: dict[str, dict[str, Any]]) -> PromptRun:
-        """Validate and execute an API-format prompt; raise `PromptError` with ComfyUI's record on failure."""
+    def run(self, prompt: dict[str, dict[str, Any]], targets: list[str] | None = None) -> PromptRun:
+        """Validate and execute an API-format prompt; raise `PromptError` with ComfyUI's record on failure.
+
+        `targets` runs just those nodes (and what they depend on) when a graph has no output node, as ComfyUI
+        does for a partial execution, validating each target with ComfyUI's own `validate_inputs`.
+        """
         prompt_id = str(uuid.uuid4())
-        valid, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-        if not valid:
-            raise PromptError(f"prompt invalid: {error} {node_errors}", {"error": error, "node_errors": node_errors})
+        if targets is None:
+            valid, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+            if not valid:
+                details = {"error": error, "node_errors": node_errors}
+                raise PromptError(f"prompt invalid: {error} {node_errors}", details)
+        else:
+            outputs, validated = list(targets), {}
+            for target in targets:
+                valid, reasons, _ = asyncio.run(self.execution.validate_inputs(prompt_id, prompt, target, validated))
+                if not valid:
+                    raise PromptError(f"prompt invalid at node {target}: {reasons}", reasons)
         log = MessageLog(progress=self._progress)
         self._progress.clear()
         executor = self.execution.PromptExecutor(

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from tests.fixtures.official_layout import TINY_UNET
+from tests.fixtures.weights import controlnet_state_dict
+
 TINY_CLIP_VISION = {
     "attention_dropout": 0.0,
     "dropout": 0.0,
@@ -116,3 +119,24 @@ SUPPORT_NODES = {
     "XDynaTest_TinyClipVision": TinyClipVision,
     "XDynaTest_TinyConditioning": TinyConditioning,
 }
+
+
+class TinyControlNet:
+    """A real core ControlNet object built by the pack's loader from tiny official-layout (diffusers) weights."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0}), "hint_channels": ("INT", {"default": 3})}}
+
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    glue = None  # the pack's comfy_glue module, set by the test that registers these nodes
+
+    def load(self, seed, hint_channels):
+        sd = controlnet_state_dict(TINY_UNET, hint_channels, seed)
+        return (self.glue.build_sd15_controlnet(sd, "fp32"),)
+
+
+SUPPORT_NODES["XDynaTest_TinyControlNet"] = TinyControlNet

@@ -1,0 +1,104 @@
+"""X-Dyna's ControlNets in ComfyUI: loading the official layout, attaching them, and their checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.fixtures.official_layout import SD15_UNET, TINY_UNET, controlnet_key_shapes
+from tests.fixtures.weights import controlnet_state_dict, save_ckpt
+from tests.host.support_nodes import SUPPORT_NODES, TinyControlNet
+from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
+
+
+@pytest.fixture(scope="module")
+def glue(comfy_host):
+    module = pack(comfy_host, "nodes.comfy_glue")
+    TinyControlNet.glue = module
+    comfy_host.nodes.NODE_CLASS_MAPPINGS.update(SUPPORT_NODES)
+    return module
+
+
+@pytest.mark.parametrize("hint_channels", [3, 6])
+def test_core_and_pack_loaders_read_the_official_sd15_layout(comfy_host, glue, hint_channels):
+    """Real-size diffusers ControlNets (zeros, fp16): core's loader and ours build the same network."""
+    import comfy.controlnet
+
+    shapes = controlnet_key_shapes(SD15_UNET, hint_channels)
+    core = comfy.controlnet.load_controlnet_state_dict(
+        {k: torch.zeros(s, dtype=torch.float16) for k, s in shapes.items()}
+    )
+    ours = glue.build_sd15_controlnet({k: torch.zeros(s, dtype=torch.float16) for k, s in shapes.items()}, "fp16")
+    assert core.control_model.input_hint_block[0].weight.shape[1] == hint_channels
+    core_shapes = {k: tuple(v.shape) for k, v in core.control_model.state_dict().items()}
+    assert core_shapes == {k: tuple(v.shape) for k, v in ours.control_model.state_dict().items()}
+
+
+def test_pack_loader_node_reads_tensors_only_ckpt(comfy_host, glue):
+    folder = comfy_host.workdir / "models" / "controlnet"
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = controlnet_state_dict(TINY_UNET, 6, seed=2)
+    save_ckpt(sd, folder / "tiny-face-cn.ckpt")
+    comfy_host.folder_paths.add_model_folder_path("controlnet", str(folder), is_default=True)
+    prompt = {
+        "cn": {
+            "class_type": "XDyna_LoadControlNet",
+            "inputs": {"control_net_name": "tiny-face-cn.ckpt", "precision": "fp32"},
+        }
+    }
+    control = comfy_host.run(prompt, targets=["cn"]).outputs("cn")[0]
+    hint_conv = control.control_model.input_hint_block[0].weight
+    assert torch.equal(hint_conv, sd["controlnet_cond_embedding.conv_in.weight"])
+
+
+def apply(comfy_host, **kwargs):
+    nodes = pack(comfy_host, "nodes.sampling_nodes")
+    positive = [[torch.zeros(1, 77, 32), {}]]
+    negative = [[torch.ones(1, 77, 32), {}]]
+    defaults = dict(pose_strength=1.0, pose_start=0.0, pose_end=1.0, face_strength=1.0, face_start=0.0, face_end=1.0)
+    return nodes.XDynaApplyControlNets.execute(positive, negative, **{**defaults, **kwargs})
+
+
+def test_controlnets_chain_and_share_hints(comfy_host, glue):
+    pose = TinyControlNet().load(0, 3)[0]
+    face = TinyControlNet().load(1, 6)[0]
+    hints = torch.rand(5, 32, 48, 3)
+    face_hints = torch.rand(5, 32, 48, 6)
+    positive, negative = apply(
+        comfy_host, pose_controlnet=pose, pose_images=hints, face_controlnet=face, face_condition=face_hints
+    )
+    for conditioning in (positive, negative):
+        control = conditioning[0][1]["control"]
+        assert control.xdyna_name == "S-Face ControlNet" and control.previous_controlnet.xdyna_name == "pose ControlNet"
+    assert positive[0][1]["control"] is negative[0][1]["control"], "both CFG branches share the same hints"
+    assert positive[0][1]["control"].cond_hint_original.shape == (5, 6, 32, 48)
+
+
+def test_controlnet_mistakes_are_named(comfy_host, glue):
+    pose = TinyControlNet().load(0, 3)[0]
+    with pytest.raises(ValueError, match="takes 3-channel hints but needs 6"):
+        apply(comfy_host, face_controlnet=pose, face_condition=torch.rand(2, 32, 48, 6))
+    with pytest.raises(ValueError, match="needs both a ControlNet and hint frames; its hint frames is not connected"):
+        apply(comfy_host, pose_controlnet=pose)
+
+
+def test_hint_frames_must_match_the_video(comfy_host, glue):
+    """Core cycles a short hint batch silently; here it is an error naming the hint and both counts."""
+    import comfy.sample
+
+    tiny = tiny_xdyna(comfy_host, seed=4)
+    model_patch = pack(comfy_host, "nodes.model_patch")
+    context_patch = pack(comfy_host, "nodes.context_patch")
+    model = tiny.model.clone()
+    model_patch.XDynaPatch(tiny.weights.components, random_reference(comfy_host, TINY_UNET, 4, 6, 0)).apply_to(
+        model, tiny.weights.patcher
+    )
+    context_patch.ContextOptions().apply_to(model)
+    positive, negative = apply(
+        comfy_host, pose_controlnet=TinyControlNet().load(0, 3)[0], pose_images=torch.rand(3, 32, 48, 3)
+    )
+    latent = torch.zeros(5, 4, 4, 6)
+    with pytest.raises(context_patch.FrameCountError, match="pose ControlNet hint has 3 frames but the video has 5"):
+        comfy.sample.sample(
+            model, torch.randn(latent.shape), 1, 7.5, "ddim", "ddim_uniform", positive, negative, latent, seed=0
+        )
