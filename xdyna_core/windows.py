@@ -1,0 +1,188 @@
+"""Context windows: how a video longer than the motion modules' reach is sampled (spec §4).
+
+Each denoising step evaluates the UNet on windows of `length` frames (16 as released) that overlap by `overlap`
+frames (4), and every frame's prediction is the plain average over the windows that covered it. Two schedules:
+
+- `uniform_closed_loop`, as released: window starts 0, stride, 2·stride, … while the start is below N, each
+  window `[(e + offset) mod N for e in start … start + length − 1]`, so the last windows wrap round to the first
+  frames and the clip is treated as a loop. The whole tiling is shifted by an offset drawn anew every step from
+  [0, length − 1]. N ≤ length gives one window of all frames in order and the offset is unused.
+- `static`: the same stride, no offset and no wrap: starts 0, stride, … below N − length, then one last window
+  aligned to the end (`[N − length, N)`), which may overlap its neighbour by more than `overlap`.
+
+The released code is AnimateDiff's `uniform` context schedule called with step 0 every step, so its
+ordered-halving shift is always 0 and its `context_stride` 1 leaves one dilation level; the per-step variety
+comes only from the offset. It draws that offset from Python's unseeded global `random`, so runs cannot be
+repeated: ours come from the seed through a generator of their own (`window_offsets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+MAX_WINDOW_LENGTH = 24  # the motion modules' sinusoidal position encoding covers 24 frames (pos_encoder.pe)
+DEFAULT_WINDOW_LENGTH = 16
+DEFAULT_OVERLAP = 4
+
+ContextSchedule = Literal["uniform_closed_loop", "static"]
+CONTEXT_SCHEDULES: tuple[str, ...] = ("uniform_closed_loop", "static")
+
+# XORed into the user's seed so the offsets are a stream of their own, apart from the initial noise that
+# ComfyUI draws from `manual_seed(seed)` and from the blur mask (`latents.mask_generator`).
+_OFFSET_STREAM = 0x6F66_6673_6574_7321
+_MAX_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """The frames (indices into the video, in the order the UNet sees them) that one UNet call denoises."""
+
+    frames: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.frames)
+
+    def index(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The frame indices as a long tensor, for `index_select` / `index_add_`."""
+        return torch.tensor(self.frames, dtype=torch.long, device=device)
+
+
+def validate_window_options(num_frames: int, length: int, overlap: int) -> None:
+    """Raise a ValueError naming the bad value, the limit and the fix; return None when the options are usable."""
+    if num_frames < 1:
+        raise ValueError(f"the video must have at least 1 frame, got {num_frames}; give a frame count of 1 or more")
+    if length < 1:
+        raise ValueError(f"the window length must be at least 1 frame, got {length}")
+    if length > MAX_WINDOW_LENGTH:
+        raise ValueError(
+            f"a window of {length} frames is longer than the {MAX_WINDOW_LENGTH} frames the motion modules' "
+            f"position encoding covers; use a window length of {MAX_WINDOW_LENGTH} or less (16 as released)"
+        )
+    if overlap < 0:
+        raise ValueError(f"the window overlap cannot be negative, got {overlap}; use 0 or more (4 as released)")
+    if overlap >= length:
+        raise ValueError(
+            f"an overlap of {overlap} frames leaves no stride in windows of {length} frames; "
+            f"use an overlap below the window length (4 with 16 as released)"
+        )
+
+
+def uniform_closed_loop(
+    num_frames: int,
+    length: int = DEFAULT_WINDOW_LENGTH,
+    overlap: int = DEFAULT_OVERLAP,
+    offset: int = 0,
+) -> list[ContextWindow]:
+    """The released schedule for one step: a closed-loop tiling with stride `length − overlap`, shifted by `offset`.
+
+    Every window holds exactly `min(length, N)` distinct frames: for N > length the mod-N indices of one window
+    cannot repeat, so nothing needs de-duplicating, and the windows that run past the end wrap to the start.
+    """
+    validate_window_options(num_frames, length, overlap)
+    if offset < 0:
+        raise ValueError(f"the window offset cannot be negative, got {offset}")
+    if num_frames <= length:
+        return [ContextWindow(tuple(range(num_frames)))]
+    stride = length - overlap
+    return [
+        ContextWindow(tuple((e + offset) % num_frames for e in range(start, start + length)))
+        for start in range(0, num_frames, stride)
+    ]
+
+
+def static_windows(
+    num_frames: int,
+    length: int = DEFAULT_WINDOW_LENGTH,
+    overlap: int = DEFAULT_OVERLAP,
+) -> list[ContextWindow]:
+    """Fixed windows with stride `length − overlap`, no offset, no wrap; the last window ends on the last frame."""
+    validate_window_options(num_frames, length, overlap)
+    if num_frames <= length:
+        return [ContextWindow(tuple(range(num_frames)))]
+    starts = [*range(0, num_frames - length, length - overlap), num_frames - length]
+    return [ContextWindow(tuple(range(start, start + length))) for start in starts]
+
+
+def context_windows(
+    num_frames: int,
+    schedule: ContextSchedule = "uniform_closed_loop",
+    length: int = DEFAULT_WINDOW_LENGTH,
+    overlap: int = DEFAULT_OVERLAP,
+    offset: int = 0,
+) -> list[ContextWindow]:
+    """The windows of one step for the named schedule (`static` ignores `offset`)."""
+    if schedule == "uniform_closed_loop":
+        return uniform_closed_loop(num_frames, length, overlap, offset)
+    if schedule == "static":
+        return static_windows(num_frames, length, overlap)
+    raise ValueError(f"unknown context schedule {schedule!r}; choose one of {CONTEXT_SCHEDULES}")
+
+
+def window_offsets(seed: int, steps: int, length: int = DEFAULT_WINDOW_LENGTH) -> list[int]:
+    """One tiling offset per step, uniform in [0, length − 1] as released, drawn from a generator seeded by `seed`.
+
+    The released code draws `randint(0, length − 1)` every step (even when N ≤ length and the offset goes
+    unused); so do we, so that the offsets of a run do not depend on the video's length.
+    """
+    if steps < 0:
+        raise ValueError(f"the number of steps cannot be negative, got {steps}")
+    if length < 1:
+        raise ValueError(f"the window length must be at least 1 frame, got {length}")
+    if not 0 <= seed <= _MAX_SEED:
+        raise ValueError(f"the seed must lie in [0, 2**64 - 1], got {seed}")
+    generator = torch.Generator(device="cpu").manual_seed(seed ^ _OFFSET_STREAM)
+    # One draw per step, so a run's first k offsets do not depend on how many steps follow.
+    return [int(torch.randint(0, length, (1,), generator=generator)) for _ in range(steps)]
+
+
+def window_coverage(windows: Sequence[ContextWindow], num_frames: int) -> torch.Tensor:
+    """How many windows cover each frame: a long tensor of `num_frames` counts."""
+    counts = torch.zeros(num_frames, dtype=torch.long)
+    for window in windows:
+        if window.frames and not 0 <= min(window.frames) <= max(window.frames) < num_frames:
+            raise ValueError(f"window {window.frames} reaches outside a video of {num_frames} frames")
+        counts.index_add_(0, window.index(), torch.ones(len(window), dtype=torch.long))
+    return counts
+
+
+def fuse_windows(
+    predictions: Sequence[torch.Tensor],
+    windows: Sequence[ContextWindow],
+    num_frames: int,
+    dim: int = 0,
+) -> torch.Tensor:
+    """Average per-window predictions into one prediction per frame, as released.
+
+    `predictions[i]` holds window i's frames along `dim` (`len(windows[i])` of them, in the window's order).
+    Each frame's result is the sum of its windows' predictions, added in window order, divided by the number of
+    windows that covered it: a plain count-weighted average, the same for the eps or x0 of both CFG branches.
+    """
+    if len(predictions) != len(windows):
+        raise ValueError(f"got {len(predictions)} predictions for {len(windows)} windows")
+    if not predictions:
+        raise ValueError("no windows to fuse")
+    counts = window_coverage(windows, num_frames)
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(f"frames {missing} are covered by no window; every frame needs at least one")
+    first = predictions[0]
+    dim = dim % first.ndim
+    shape = list(first.shape)
+    shape[dim] = num_frames
+    total = first.new_zeros(shape)
+    for prediction, window in zip(predictions, windows):
+        if prediction.shape[dim] != len(window):
+            raise ValueError(
+                f"a prediction with {prediction.shape[dim]} frames on dim {dim} does not fit a window of {len(window)}"
+            )
+        total.index_add_(dim, window.index(total.device), prediction.to(total.dtype))
+    view = [1] * total.ndim
+    view[dim] = num_frames
+    return total / counts.to(device=total.device, dtype=total.dtype).reshape(view)
