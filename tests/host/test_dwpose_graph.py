@@ -117,3 +117,21 @@ def test_missing_model_files_offline_name_each_file_and_the_folder(comfy_host, t
     message = str(err.value)
     assert "yolox_l.onnx" in message and "dw-ll_ucoco_384.onnx" in message
     assert "yzd-v/DWPose" in message and str(empty) in message
+
+
+def test_interrupt_stops_the_extraction_between_frames(comfy_host, dwpose_models, monkeypatch):
+    import comfy.model_management
+    import comfy.utils
+
+    progress = []
+
+    def interrupt_after_first_frame(value, total, preview=None, node_id=None):
+        progress.append((value, total))
+        comfy.model_management.interrupt_current_processing(True)
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", interrupt_after_first_frame)
+    first, second = write_frames(comfy_host)
+    with pytest.raises(PromptError) as err:
+        comfy_host.run(extractor_prompt(first, second, batch_size=1))
+    assert "execution_interrupted" in str(err.value.details)
+    assert progress == [(1, 2)]  # the second frame's check raised before it was reported

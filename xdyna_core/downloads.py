@@ -1,0 +1,104 @@
+"""Model files fetched on first use from Hugging Face, into a model folder the caller names.
+
+Files are looked for in every folder given (ComfyUI's registered folders, `extra_model_paths.yaml` included)
+and downloaded only when missing, into the folder the caller chooses (under ComfyUI's `models/`, never into
+the pack's own directory). Offline (`HF_HUB_OFFLINE=1`, no network, or huggingface_hub absent) the error names
+every missing file, where it comes from and the exact folder to put it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("xdyna")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of a Hugging Face model repository."""
+
+    repo_id: str
+    filename: str
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/blob/main/{self.filename}"
+
+
+class ModelFilesMissingError(FileNotFoundError):
+    """Model files are neither on disk nor downloadable; the message says what to put where."""
+
+    def __init__(self, missing: Sequence[RemoteFile], target_dir: Path, reason: str):
+        self.missing = tuple(missing)
+        self.target_dir = Path(target_dir)
+        lines = "; ".join(f"{f.filename} from Hugging Face {f.repo_id} ({f.url})" for f in self.missing)
+        super().__init__(
+            f"{len(self.missing)} model file(s) missing and not downloaded ({reason}): {lines}. "
+            f"Download them and put them in {self.target_dir}"
+        )
+
+
+def find_model_file(filename: str, folders: Sequence[Path]) -> Path | None:
+    for folder in folders:
+        path = Path(folder) / filename
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+    return None
+
+
+def hub_offline() -> bool:
+    """Whether huggingface_hub is in offline mode (it reads `HF_HUB_OFFLINE` once, at import)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _download(file: RemoteFile, target_dir: Path) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    logger.info("X-Dyna: downloading %s from Hugging Face %s into %s", file.filename, file.repo_id, target_dir)
+    return Path(hf_hub_download(repo_id=file.repo_id, filename=file.filename, local_dir=str(target_dir)))
+
+
+def ensure_model_files(
+    files: Sequence[RemoteFile], target_dir: str | Path, search_dirs: Sequence[str | Path] = (), download: bool = True
+) -> list[Path]:
+    """Paths of `files`, downloading the missing ones into `target_dir`.
+
+    Args:
+        files: the files needed.
+        target_dir: where missing files are downloaded to (created when a download starts), and searched last.
+        search_dirs: further folders where the files may already be.
+        download: False to never touch the network.
+
+    Raises:
+        ModelFilesMissingError: some files are neither present nor downloadable.
+    """
+    target_dir = Path(target_dir)
+    folders = [Path(d) for d in search_dirs] + [target_dir]
+    found = {f: find_model_file(f.filename, folders) for f in files}
+    missing = [f for f, path in found.items() if path is None]
+    if missing and not download:
+        raise ModelFilesMissingError(missing, target_dir, "downloads are turned off")
+    if missing:
+        try:
+            import huggingface_hub  # noqa: F401
+        except ImportError as err:
+            raise ModelFilesMissingError(missing, target_dir, "huggingface_hub is not installed") from err
+        if hub_offline():
+            raise ModelFilesMissingError(missing, target_dir, "Hugging Face downloads are off: HF_HUB_OFFLINE is set")
+        failures: list[str] = []
+        for f in missing:
+            try:
+                found[f] = _download(f, target_dir)
+            except Exception as err:  # offline, no route, HTTP errors, disk full: all end in the same advice
+                failures.append(f"{f.filename}: {type(err).__name__}: {err}".split("\n")[0])
+        still_missing = [f for f in files if found[f] is None]
+        if still_missing:
+            raise ModelFilesMissingError(still_missing, target_dir, "download failed; " + "; ".join(failures))
+    return [found[f] for f in files]
