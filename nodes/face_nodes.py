@@ -1,0 +1,156 @@
+"""Face nodes: driving frames + face landmarks → the S-Face condition (local and global canvases)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..xdyna_core.face import sface_condition_from_pose
+from ..xdyna_core.image_prep import CROP_ANCHORS
+from . import comfy_glue
+from .preprocess import DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_SIZE, SIZE_STEP, check_generation_size
+
+CATEGORY = "X-Dyna/face"
+ON_NO_FACE = ("error", "black")
+
+PoseKeypoint = io.Custom("POSE_KEYPOINT")
+FaceCondition = io.Custom("XDYNA_FACE_CONDITION")
+
+
+class XDynaFaceCropper(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_FaceCropper",
+            display_name="X-Dyna Face Cropper (S-Face)",
+            category=CATEGORY,
+            description=(
+                "Builds X-Dyna's S-Face condition from the driving video: per frame a black canvas with the face "
+                "region and one with eye and mouth patches, at exactly width×height and registered to the "
+                "cropped frame. Boxes are held still while the face stays inside them, missed faces are "
+                "bridged, and the boxes are lightly smoothed over time."
+            ),
+            inputs=[
+                io.Image.Input(
+                    "image", tooltip="The driving frames (any size; the same frames the keypoints come from)."
+                ),
+                PoseKeypoint.Input(
+                    "pose_keypoint",
+                    tooltip=(
+                        "Keypoints of the same frames with face landmarks (68 iBUG points, as DWPose writes them, "
+                        "or MediaPipe's 468-point face mesh); pixel or normalised coordinates."
+                    ),
+                ),
+                io.Int.Input(
+                    "width",
+                    default=DEFAULT_WIDTH,
+                    min=SIZE_STEP,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Generation width in pixels (multiple of 8); the canvases have exactly this size.",
+                ),
+                io.Int.Input(
+                    "height",
+                    default=DEFAULT_HEIGHT,
+                    min=SIZE_STEP,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Generation height in pixels (multiple of 8).",
+                ),
+                io.Combo.Input(
+                    "crop",
+                    options=list(CROP_ANCHORS),
+                    default="top_biased",
+                    tooltip=(
+                        "How frames of another aspect are cropped before resizing; the landmarks follow. "
+                        "top_biased (a quarter of the vertical surplus above) is how X-Dyna crops driving "
+                        "frames; use the same setting as for the pose frames."
+                    ),
+                ),
+                io.Boolean.Input(
+                    "stabilize",
+                    default=True,
+                    tooltip=(
+                        "Keep the previous frame's face box while the face stays inside it (the rule the "
+                        "official code intends). Off: a new box every frame."
+                    ),
+                ),
+                io.Float.Input(
+                    "smoothing",
+                    default=1.0,
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    tooltip=(
+                        "Temporal smoothing of box position and size, in frames (sigma of a centred Gaussian, "
+                        "no lag). 0 turns it off; 1 removes landmark jitter; larger values steady fast motion."
+                    ),
+                ),
+                io.Int.Input(
+                    "max_gap",
+                    default=8,
+                    min=0,
+                    max=10000,
+                    tooltip=(
+                        "Frames without a face are bridged: gaps up to this many frames are interpolated "
+                        "between the faces around them, longer ones keep the last face box."
+                    ),
+                ),
+                io.Int.Input(
+                    "person_index",
+                    default=0,
+                    min=-1,
+                    max=100,
+                    tooltip="Whose face to use when the keypoints hold several people; -1 takes the largest face of each frame.",
+                ),
+                io.Combo.Input(
+                    "on_no_face",
+                    options=list(ON_NO_FACE),
+                    default="error",
+                    tooltip=(
+                        "When no frame has a face: error stops with an explanation; black gives all-black "
+                        "conditions (the animation then gets no facial-expression guidance)."
+                    ),
+                ),
+            ],
+            outputs=[
+                FaceCondition.Output(display_name="face_condition"),
+                io.Image.Output(display_name="local_preview"),
+                io.Image.Output(display_name="global_preview"),
+                io.String.Output(display_name="boxes_json"),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        image,
+        pose_keypoint,
+        width: int,
+        height: int,
+        crop: str,
+        stabilize: bool,
+        smoothing: float,
+        max_gap: int,
+        person_index: int,
+        on_no_face: str,
+    ) -> io.NodeOutput:
+        check_generation_size(width, height)
+        if on_no_face not in ON_NO_FACE:
+            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+        condition = sface_condition_from_pose(
+            image,
+            pose_keypoint,
+            width,
+            height,
+            crop=crop,
+            person=person_index,
+            stabilize=stabilize,
+            smoothing=smoothing,
+            max_gap=max_gap,
+            allow_no_face=on_no_face == "black",
+            progress=comfy_glue.frame_progress(image.shape[0]),
+        )
+        return io.NodeOutput(condition, condition.local, condition.global_, condition.to_json())
+
+
+NODES = [XDynaFaceCropper]

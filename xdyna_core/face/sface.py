@@ -1,0 +1,187 @@
+"""S-Face conditions (spec §5): a face box and three feature patches per frame → two registered canvases.
+
+Per frame, from the 68 iBUG landmarks `p` in pixels of the W×H frame, as the official
+`extract_local_feature_from_single_img` + `nms_precessor.compute_increased_bbox` compute them:
+
+- landmark bounds `l, t, r, b` = min/max of the points; `L = max(r - l, b - t)`; `cx, cy` = their midpoints;
+- box = `int(cx - 1.35 L), int(cy - 1.25 L), int(cx + 1.35 L), int(cy + 1.45 L)` (`int` truncates toward
+  zero), then clamped: `left = max(0, left)`, `top = max(0, top)`, `right = min(W, right)`,
+  `bottom = min(H, bottom)`;
+- patch centres: left eye `round(mean(p[43:48]))`, right eye `round(mean(p[37:42]))`, mouth
+  `round(mean(p[49:68]))` (numpy's round: halves to even);
+- patch half sizes from the *clamped* box: `hw = int((right - left) / 512 * 64)` (columns),
+  `hh = int((bottom - top) / 512 * 64)` (rows), which is exactly `int(width / 8)`;
+- global canvas: zeros, with `frame[top:bottom, left:right]` copied in place;
+- local canvas: zeros, with `frame[cy - hh : cy + hh, cx - hw : cx + hw]` copied in place for each centre;
+- hint = `cat([local, global], channels)`: 6 channels at the frame's size, registered to it.
+
+Patches that cross the frame border: the release slices numpy arrays with the raw bounds, so a patch past
+the right or bottom edge is cut at the edge, but one whose start is negative (past the left or top edge)
+wraps to a start counted from the far edge and the whole patch normally comes out empty. We cut every
+patch at the frame edges instead (`border="clip"`); `border="release"` reproduces the release's slicing.
+
+Differences from the release, all outside ordinary footage: the landmark arithmetic runs in float64 (the
+release runs in face_alignment's float32, which can move `int(...)` by one where a value lies within float32
+rounding of an integer), and the box is clamped on both sides of each axis, so a face wholly outside the
+frame gives an empty box rather than a slice that wraps.
+
+Canvases are ComfyUI-style `[F, H, W, 3]` float tensors in [0, 1]. The official pipeline min–max normalises
+each canvas stream over the whole clip before the ControlNet; that belongs to the ControlNet application.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .landmarks import FEATURE_NAMES, FEATURE_SLICES
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom: columns [left, right), rows [top, bottom)
+Border = Literal["clip", "release"]
+
+# compute_increased_bbox(bbox, left_f=1.35, top_f=1.25, right_f=1.35, bot_f=1.45) in the release.
+BOX_FACTORS = (1.35, 1.25, 1.35, 1.45)
+
+
+def landmark_bounds(points: np.ndarray) -> tuple[float, float, float, float]:
+    """Min/max `(left, top, right, bottom)` of `[68, 2]` points, ignoring missing (NaN) ones."""
+    xs, ys = points[:, 0], points[:, 1]
+    return float(np.nanmin(xs)), float(np.nanmin(ys)), float(np.nanmax(xs)), float(np.nanmax(ys))
+
+
+def expand_bounds(bounds: Sequence[float], factors: Sequence[float] = BOX_FACTORS) -> Box:
+    """The release's enlarged face box around landmark bounds, before clamping (Python `int` truncation)."""
+    left, top, right, bottom = bounds
+    length = max(right - left, bottom - top)
+    cx, cy = (left + right) * 0.5, (top + bottom) * 0.5
+    fl, ft, fr, fb = factors
+    return int(cx - fl * length), int(cy - ft * length), int(cx + fr * length), int(cy + fb * length)
+
+
+def clamp_box(box: Sequence[int], width: int, height: int) -> Box:
+    """Clamp a box to a `width × height` frame (each coordinate into [0, size])."""
+    left, top, right, bottom = (int(v) for v in box)
+    return (min(max(0, left), width), min(max(0, top), height), min(max(0, right), width), min(max(0, bottom), height))
+
+
+def face_box(points: np.ndarray, width: int, height: int) -> Box:
+    """The S-Face box of one frame's landmarks, clamped to the frame, exactly as the release computes it."""
+    return clamp_box(expand_bounds(landmark_bounds(points)), width, height)
+
+
+def bounds_inside(bounds: Sequence[float], box: Sequence[int]) -> bool:
+    """The release's stabilisation test: landmark bounds lie within a (previous) box, edges included."""
+    return bounds[0] >= box[0] and bounds[1] >= box[1] and bounds[2] <= box[2] and bounds[3] <= box[3]
+
+
+def feature_centres(points: np.ndarray) -> np.ndarray:
+    """`[3, 2]` int64 pixel centres (x, y) of the left eye, right eye and mouth patches (halves round to even)."""
+    return np.stack([np.round(np.nanmean(points[s], axis=0)) for s in FEATURE_SLICES]).astype(np.int64)
+
+
+def patch_half_size(box: Sequence[int]) -> tuple[int, int]:
+    """`(half width, half height)` of the feature patches: an eighth of the box, truncated toward zero.
+
+    The release writes `int(((right - left) / 512) * 64)`; scaling by powers of two is exact in floating
+    point, so this is `int((right - left) / 8)`.
+    """
+    return int((box[2] - box[0]) / 8), int((box[3] - box[1]) / 8)
+
+
+def patch_window(centre: Sequence[int], half: Sequence[int], width: int, height: int, border: Border = "clip"):
+    """`(rows, cols)` slices of the patch around `centre` (x, y) with `half` = (half width, half height)."""
+    x, y = int(centre[0]), int(centre[1])
+    hw, hh = half
+    rows, cols = (y - hh, y + hh), (x - hw, x + hw)
+    if border == "clip":
+        rows = (min(max(rows[0], 0), height), min(max(rows[1], 0), height))
+        cols = (min(max(cols[0], 0), width), min(max(cols[1], 0), width))
+    elif border != "release":
+        raise ValueError(f"border must be 'clip' or 'release', got {border!r}")
+    return slice(*rows), slice(*cols)
+
+
+def render_canvases(
+    frames: torch.Tensor,
+    boxes: Sequence[Sequence[int]],
+    centres: Sequence[np.ndarray],
+    border: Border = "clip",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local and global S-Face canvases `[F, H, W, 3]` of `[F, H, W, C]` frames.
+
+    Args:
+        frames: the driving frames at the generation size, values in [0, 1] (only the first 3 channels are used).
+        boxes: per frame, the clamped face box `(left, top, right, bottom)`; an empty box gives black canvases.
+        centres: per frame, the `[3, 2]` patch centres (left eye, right eye, mouth).
+        border: how patches crossing the frame edge are cut (see the module notes).
+        progress: called with `(done, total)` after each frame.
+    """
+    if frames.ndim != 4 or frames.shape[-1] < 3:
+        raise ValueError(f"frames must be [F, H, W, C>=3], got shape {tuple(frames.shape)}")
+    count, height, width = frames.shape[:3]
+    if len(boxes) != count or len(centres) != count:
+        raise ValueError(f"{count} frames but {len(boxes)} boxes and {len(centres)} centre sets")
+    rgb = frames[..., :3]
+    local = torch.zeros_like(rgb)
+    glob = torch.zeros_like(rgb)
+    for i in range(count):
+        left, top, right, bottom = boxes[i]
+        glob[i, top:bottom, left:right] = rgb[i, top:bottom, left:right]
+        half = patch_half_size(boxes[i])
+        for centre in centres[i]:
+            rows, cols = patch_window(centre, half, width, height, border)
+            local[i, rows, cols] = rgb[i, rows, cols]
+        if progress is not None:
+            progress(i + 1, count)
+    return local, glob
+
+
+@dataclass(frozen=True)
+class SFaceCondition:
+    """The S-Face ControlNet input of a clip (the `XDYNA_FACE_CONDITION` socket type).
+
+    Args:
+        local: `[F, H, W, 3]` canvases with the eye and mouth patches.
+        global_: `[F, H, W, 3]` canvases with the face box.
+        boxes: `[F, 4]` int64 face boxes (left, top, right, bottom) in pixels of the W×H frame.
+        centres: `[F, 3, 2]` int64 patch centres (x, y): left eye, right eye, mouth.
+        status: per frame, `detected`, `interpolated` (short gap), `held` (long gap or clip ends) or `none`.
+    """
+
+    local: torch.Tensor
+    global_: torch.Tensor
+    boxes: torch.Tensor
+    centres: torch.Tensor
+    status: tuple[str, ...]
+
+    @property
+    def frames(self) -> int:
+        return self.local.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the canvases: the generation size."""
+        return self.local.shape[2], self.local.shape[1]
+
+    def hint(self, index: torch.Tensor | Sequence[int] | slice | None = None) -> torch.Tensor:
+        """The 6-channel hint `[F, H, W, 6]` = `cat([local, global])`, for all frames or the indexed ones."""
+        if index is None:
+            index = slice(None)
+        return torch.cat([self.local[index], self.global_[index]], dim=-1)
+
+    def to_json(self) -> str:
+        """Per-frame boxes, patch centres and status as JSON text (for inspection and other tools)."""
+        width, height = self.size
+        frames = []
+        for i in range(self.frames):
+            entry = {"frame": i, "status": self.status[i], "box": [int(v) for v in self.boxes[i]]}
+            for name, centre in zip(FEATURE_NAMES, self.centres[i]):
+                entry[name] = [int(v) for v in centre]
+            frames.append(entry)
+        return json.dumps({"width": width, "height": height, "frames": frames})
