@@ -210,21 +210,19 @@ class XDynaApplyControlNets(io.ComfyNode):
             if frames.shape[-1] != channels:
                 raise ValueError(f"the {name} hint has {frames.shape[-1]} channels per pixel, expected {channels}")
             hint = frames.movedim(-1, 1).float()
-            if normalize_hints:
-                hint = minmax_normalise(hint)
+            if normalize_hints:  # per stream, as released: the S-Face local and global canvases separately
+                hint = torch.cat([minmax_normalise(stream) for stream in hint.split(3, dim=1)], dim=1)
             positive, negative = apply_controlnet(positive, negative, control_net, hint, strength, start, end, name)
         return io.NodeOutput(positive, negative)
 
 
 def face_condition_tensor(face_condition) -> torch.Tensor | None:
-    """The `[N, H, W, 6]` hint of an S-Face condition (the Face Cropper's object or a plain tensor)."""
+    """The `[N, H, W, 6]` hint `cat([local, global])` of an S-Face condition (Face Cropper output or a tensor)."""
     if face_condition is None or isinstance(face_condition, torch.Tensor):
         return face_condition
-    for attribute in ("hint", "condition", "tensor"):
-        value = getattr(face_condition, attribute, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"unrecognised S-Face condition of type {type(face_condition).__name__}")
+    if callable(getattr(face_condition, "hint", None)):
+        return face_condition.hint()
+    raise TypeError(f"face_condition must come from X-Dyna Face Cropper, got a {type(face_condition).__name__}")
 
 
 # --- initial latent and sampler ------------------------------------------------------------------------------

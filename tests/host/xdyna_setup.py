@@ -9,7 +9,7 @@ from types import ModuleType
 import torch
 
 from tests.fixtures.official_layout import TINY_UNET, UNetLayout
-from tests.fixtures.weights import xdyna_unet_state_dict
+from tests.fixtures.weights import is_zero_initialised, xdyna_unet_state_dict
 
 SD15_LATENT_SCALE = 0.18215
 
@@ -27,9 +27,21 @@ class TinyXDyna:
     layout: UNetLayout
 
 
-def tiny_xdyna(comfy_host, seed: int = 0, layout: UNetLayout = TINY_UNET) -> TinyXDyna:
-    """Split a tiny official-layout checkpoint and build the MODEL and X-Dyna weights the way XDyna_LoadModel does."""
+def tiny_xdyna(
+    comfy_host, seed: int = 0, layout: UNetLayout = TINY_UNET, residual_gain: float = 1.0, output_gain: float = 1.0
+) -> TinyXDyna:
+    """Split a tiny official-layout checkpoint and build the MODEL and X-Dyna weights the way XDyna_LoadModel does.
+
+    `residual_gain` scales the layers the real model zero-initialises (adapter and motion outputs): trained
+    weights keep those residuals small, and full-gain random ones compound over 20 motion modules into
+    activations that fp32 cannot resolve to 1e-4 over a sampling run, whichever implementation computes them.
+    `output_gain` scales `conv_out`, bringing the random model's eps to a trained model's unit scale.
+    """
     sd = xdyna_unet_state_dict(layout, seed=seed)
+    if residual_gain != 1.0:
+        sd = {k: v * residual_gain if is_zero_initialised(k) else v for k, v in sd.items()}
+    if output_gain != 1.0:
+        sd = {k: v * output_gain if k.startswith("conv_out.") else v for k, v in sd.items()}
     checkpoints = pack(comfy_host, "xdyna_core.checkpoints")
     glue = pack(comfy_host, "nodes.comfy_glue")
     components_mod = pack(comfy_host, "xdyna_core.components")
