@@ -10,7 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from ..xdyna_core.checkpoints import load_state_dict_file
-from ..xdyna_core.latents import initial_latent, mask_generator
+from ..xdyna_core.latents import ddim_timesteps, initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
 from . import comfy_glue
@@ -242,6 +242,19 @@ def xdyna_initial_latent(reference: XDynaReference, frames: int, seed: int) -> d
     return {"samples": latent.contiguous()}
 
 
+def official_sigmas(model, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """The released DDIM timesteps ("leading", offset 1: 961, 921, ..., 1 for 25 steps) as sigmas ending in 0.
+
+    Core's `ddim_uniform` gives the same list when `steps` divides 1000 (10, 20, 25, 50, ...) but not otherwise
+    (30 steps: 991, 958, ... against the release's 958, 925, ...); a partial denoise keeps the last steps, as
+    core's KSampler does.
+    """
+    total = steps if denoise >= 1.0 else max(steps, int(steps / max(denoise, 1e-4)))
+    timesteps = torch.tensor(ddim_timesteps(total), dtype=torch.float32)
+    sigmas = model.get_model_object("model_sampling").sigma(timesteps).float().cpu()
+    return torch.cat([sigmas, torch.zeros(1)])[-(steps + 1) :]
+
+
 class XDynaInitLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -304,7 +317,13 @@ class XDynaTemporalSampler(io.ComfyNode):
                 io.Int.Input("steps", default=25, min=1, max=1000),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="ddim"),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="ddim_uniform"),
+                io.Combo.Input(
+                    "scheduler",
+                    options=list(comfy.samplers.KSampler.SCHEDULERS),
+                    default="ddim_uniform",
+                    tooltip="ddim_uniform here uses the released DDIM timesteps for any step count (core's "
+                    "ddim_uniform matches them only when the steps divide 1000).",
+                ),
                 io.Int.Input(
                     "window_length",
                     default=DEFAULT_WINDOW_LENGTH,

@@ -1,0 +1,115 @@
+"""The temporal sampler's schedule, frame counts, bad inputs and interruption."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.fixtures.official_layout import TINY_UNET
+from tests.host.support_nodes import TinyControlNet
+from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
+from tests.oracles.official_loop import alphas_cumprod, ddim_timesteps
+
+H, W = 4, 6
+
+
+@pytest.fixture(scope="module")
+def setup(comfy_host):
+    TinyControlNet.glue = pack(comfy_host, "nodes.comfy_glue")
+    tiny = tiny_xdyna(comfy_host, seed=41, residual_gain=0.1, output_gain=0.1)
+    reference = random_reference(comfy_host, TINY_UNET, H, W, seed=2)
+    model = (
+        pack(comfy_host, "nodes.model_nodes")
+        .XDynaApplyDynamicsAdapter.execute(tiny.model, tiny.weights, reference, 1.0)
+        .args[0]
+    )
+    text = [[torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(0)), {}]]
+    return model, reference, text
+
+
+def sample(comfy_host, setup, frames=5, steps=2, scheduler="ddim_uniform", length=16, overlap=4, **kwargs):
+    model, reference, text = setup
+    positive, negative = kwargs.pop("conditioning", (text, text))
+    sampler = pack(comfy_host, "nodes.sampling_nodes").XDynaTemporalSampler
+    args = (model, positive, negative, reference, frames, 7, steps, 7.5, "ddim", scheduler, length, overlap)
+    return sampler.execute(*args, "uniform_closed_loop", 1.0, **kwargs).args[0]["samples"]
+
+
+@pytest.mark.parametrize("steps", [25, 30, 7])
+def test_released_timesteps_for_any_step_count(comfy_host, setup, steps):
+    import comfy.samplers
+
+    model = setup[0]
+    sigmas = pack(comfy_host, "nodes.sampling_nodes").official_sigmas(model, steps)
+    table = alphas_cumprod().double()
+    expected = [((1 - table[t]) / table[t]).sqrt().item() for t in ddim_timesteps(steps)] + [0.0]
+    assert torch.allclose(sigmas.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-4)
+    if 1000 % steps == 0:  # then core's ddim_uniform is the same schedule
+        core = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps)
+        assert torch.allclose(core.float(), sigmas, rtol=1e-6)
+
+
+def test_frame_count_comes_from_the_pose_frames(comfy_host, setup):
+    out = sample(comfy_host, setup, frames=3, steps=1, pose_images=torch.rand(6, H * 8, W * 8, 3))
+    assert out.shape[0] == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"frames": 0}, "at least 1 frame"),
+        ({"length": 25}, "longer than the 24 frames"),
+        ({"length": 8, "overlap": 8}, "leaves no stride"),
+    ],
+)
+def test_bad_sampler_inputs_are_named(comfy_host, setup, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sample(comfy_host, setup, steps=1, **kwargs)
+
+
+def test_face_frames_that_differ_from_the_video_are_an_error(comfy_host, setup):
+    text = setup[2]
+    face = TinyControlNet().load(1, 6)[0]
+    conditioning = (
+        pack(comfy_host, "nodes.sampling_nodes")
+        .XDynaApplyControlNets.execute(
+            text,
+            text,
+            pose_strength=1.0,
+            pose_start=0.0,
+            pose_end=1.0,
+            face_strength=1.0,
+            face_start=0.0,
+            face_end=1.0,
+            face_controlnet=face,
+            face_condition=torch.rand(4, H * 8, W * 8, 6),
+        )
+        .args
+    )
+    with pytest.raises(ValueError, match="S-Face ControlNet hint has 4 frames but the video has 20"):
+        sample(comfy_host, setup, frames=20, steps=1, conditioning=conditioning)
+
+
+def test_interrupting_between_windows_leaves_the_next_run_identical(comfy_host, setup):
+    import comfy.model_management
+
+    fresh = sample(comfy_host, setup, frames=20)
+    context_patch = pack(comfy_host, "nodes.context_patch")
+    calls = {"windows": 0}
+    original = context_patch.model_management.throw_exception_if_processing_interrupted
+
+    def interrupt_at_second_window():
+        calls["windows"] += 1
+        if calls["windows"] == 2:
+            comfy.model_management.interrupt_current_processing(True)
+        original()
+
+    context_patch.model_management.throw_exception_if_processing_interrupted = interrupt_at_second_window
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            sample(comfy_host, setup, frames=20)
+    finally:
+        context_patch.model_management.throw_exception_if_processing_interrupted = original
+        comfy.model_management.interrupt_current_processing(False)
+    assert calls["windows"] == 2
+    assert torch.equal(sample(comfy_host, setup, frames=20), fresh)
