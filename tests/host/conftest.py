@@ -26,3 +26,14 @@ def comfy_host(tmp_path_factory) -> ComfyHost:
     """ComfyUI booted once per session on CPU (or CUDA if present), with this pack loaded as a custom node."""
     assert COMFYUI_PATH is not None
     return ComfyHost(COMFYUI_PATH, tmp_path_factory.mktemp("comfyui"))
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A real ComfyUI server on loopback (CPU) with this pack and the test support nodes installed."""
+    from tests.host.comfy_server import ComfyServer
+
+    assert COMFYUI_PATH is not None
+    server = ComfyServer(COMFYUI_PATH, tmp_path_factory.mktemp("comfyui-server")).start()
+    yield server
+    server.stop()

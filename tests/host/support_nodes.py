@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from tests.fixtures.official_layout import TINY_UNET
-from tests.fixtures.weights import controlnet_state_dict
-
 TINY_CLIP_VISION = {
     "attention_dropout": 0.0,
     "dropout": 0.0,
@@ -135,6 +132,9 @@ class TinyControlNet:
     glue = None  # the pack's comfy_glue module, set by the test that registers these nodes
 
     def load(self, seed, hint_channels):
+        from tests.fixtures.official_layout import TINY_UNET
+        from tests.fixtures.weights import controlnet_state_dict
+
         sd = controlnet_state_dict(TINY_UNET, hint_channels, seed)
         return (self.glue.build_sd15_controlnet(sd, "fp32"),)
 
