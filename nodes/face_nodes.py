@@ -7,7 +7,10 @@ from comfy_api.latest import io
 from ..xdyna_core.face import sface_condition_from_pose
 from ..xdyna_core.image_prep import CROP_ANCHORS
 from . import comfy_glue
-from .preprocess import DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_SIZE, SIZE_STEP, check_generation_size
+from .preprocess import (
+    check_generation_size,
+    generation_size_inputs,
+)
 
 CATEGORY = "X-Dyna/face"
 ON_NO_FACE = ("error", "black")
@@ -40,21 +43,9 @@ class XDynaFaceCropper(io.ComfyNode):
                         "or MediaPipe's 468-point face mesh); pixel or normalised coordinates."
                     ),
                 ),
-                io.Int.Input(
-                    "width",
-                    default=DEFAULT_WIDTH,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Generation width in pixels (multiple of 8); the canvases have exactly this size.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=DEFAULT_HEIGHT,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Generation height in pixels (multiple of 8).",
+                *generation_size_inputs(
+                    "Generation width in pixels (multiple of 8); the canvases have exactly this size.",
+                    "Generation height in pixels (multiple of 8).",
                 ),
                 io.Combo.Input(
                     "crop",

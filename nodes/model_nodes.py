@@ -16,7 +16,10 @@ from ..xdyna_core.reference import XDynaReference
 from . import comfy_glue
 from .context_patch import ContextOptions
 from .model_patch import TRANSFORMER_PREFIXES, XDynaPatch, _transformer_block, components_model_patcher
-from .preprocess import DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_SIZE, SIZE_STEP, check_generation_size
+from .preprocess import (
+    check_generation_size,
+    generation_size_inputs,
+)
 
 logger = logging.getLogger("xdyna")
 CATEGORY = "X-Dyna"
@@ -96,21 +99,9 @@ class XDynaLoadReference(io.ComfyNode):
                     options=comfy_glue.model_files(comfy_glue.IPADAPTER_FOLDER),
                     tooltip="ip-adapter-plus_sd15.bin (or .safetensors) in models/ipadapter.",
                 ),
-                io.Int.Input(
-                    "width",
-                    default=DEFAULT_WIDTH,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Generation width (multiple of 8).",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=DEFAULT_HEIGHT,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Generation height (multiple of 8).",
+                *generation_size_inputs(
+                    "Generation width (multiple of 8).",
+                    "Generation height (multiple of 8).",
                 ),
                 io.Combo.Input(
                     "crop",

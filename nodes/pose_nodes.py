@@ -13,7 +13,10 @@ from ..xdyna_core.pose.mediapipe_backend import detect_people
 from ..xdyna_core.pose.retarget import DRIVER_LENGTHS, RETARGET_MODES, retarget_frames
 from ..xdyna_core.pose.smoothing import smooth_frames
 from . import comfy_glue
-from .preprocess import DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_SIZE, SIZE_STEP, check_generation_size
+from .preprocess import (
+    check_generation_size,
+    generation_size_inputs,
+)
 
 logger = logging.getLogger("xdyna")
 
@@ -54,21 +57,9 @@ class XDynaRenderPose(io.ComfyNode):
                     tooltip="Poses in the controlnet_aux format (pixel or normalised coordinates), e.g. from "
                     "X-Dyna DWPose Extractor, X-Dyna MediaPipe Pose, X-Dyna Pose Retarget or a pose editor.",
                 ),
-                io.Int.Input(
-                    "width",
-                    default=DEFAULT_WIDTH,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Output width: the generation width. Poses are scaled from their canvas.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=DEFAULT_HEIGHT,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Output height: the generation height.",
+                *generation_size_inputs(
+                    "Output width: the generation width. Poses are scaled from their canvas.",
+                    "Output height: the generation height.",
                 ),
                 io.Int.Input(
                     "stick_width",

@@ -23,6 +23,17 @@ def check_generation_size(width: int, height: int) -> None:
             )
 
 
+def generation_size_inputs(width_tooltip: str, height_tooltip: str) -> list[io.Int.Input]:
+    """The width and height widgets every node that works at the generation size shares."""
+    return [
+        io.Int.Input(name, default=default, min=SIZE_STEP, max=MAX_SIZE, step=SIZE_STEP, tooltip=tooltip)
+        for name, default, tooltip in (
+            ("width", DEFAULT_WIDTH, width_tooltip),
+            ("height", DEFAULT_HEIGHT, height_tooltip),
+        )
+    ]
+
+
 def _nearest_sizes(value: int) -> str:
     below = min(MAX_SIZE, max(SIZE_STEP, value // SIZE_STEP * SIZE_STEP))
     above = min(MAX_SIZE, below + SIZE_STEP)
@@ -42,21 +53,9 @@ class XDynaCropResize(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="Reference image or driving frames (any size)."),
-                io.Int.Input(
-                    "width",
-                    default=DEFAULT_WIDTH,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Generation width in pixels (multiple of 8). X-Dyna was trained at 512.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=DEFAULT_HEIGHT,
-                    min=SIZE_STEP,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Generation height in pixels (multiple of 8). X-Dyna was trained at 896.",
+                *generation_size_inputs(
+                    "Generation width in pixels (multiple of 8). X-Dyna was trained at 512.",
+                    "Generation height in pixels (multiple of 8). X-Dyna was trained at 896.",
                 ),
                 io.Combo.Input(
                     "crop",
