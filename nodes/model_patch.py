@@ -23,7 +23,7 @@ import comfy.model_patcher
 import comfy.model_sampling
 import comfy.patcher_extension
 import torch
-from comfy import model_management
+from comfy import latent_formats, model_management
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 from torch import nn
 
@@ -31,6 +31,7 @@ from ..xdyna_core.components import XDynaComponents
 from ..xdyna_core.group_norm import joint_group_norm
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
+from .comfy_glue import XDYNA_SAMPLING_SETTINGS
 
 KEY = "xdyna"
 STATE = "xdyna"
@@ -195,7 +196,7 @@ class XDynaPatch:
         unet = executor.class_obj
         frames = window + 1
 
-        reference = unet_reference_input(unet, self.reference.latent, x)
+        reference = unet_reference_input(self.reference.latent, x)
         x_in = _interleave_reference(x, reference, chunks)
         t_in = _repeat_first_per_chunk(timesteps, chunks)
         context_in = _repeat_first_per_chunk(context, chunks)
@@ -237,22 +238,18 @@ class XDynaPatch:
     # attn1: Dynamics-Adapter ----------------------------------------------------------------------------
 
     def attn1_patch(self, n, context_attn1, value_attn1, extra_options):
-        state = extra_options.get(STATE)
-        if state is not None:
-            state.stash["attn1", extra_options.get("block"), extra_options.get("block_index", 0)] = n
+        _stash("attn1", n, extra_options)
         return n, context_attn1, value_attn1
 
     def attn1_output_patch(self, out, extra_options):
-        state = extra_options.get(STATE)
-        if state is None:
+        taken = _take("attn1", extra_options)
+        if taken is None or self.strength == 0 or "dynamics_adapter" not in self.parts:
             return out
-        block, index = extra_options.get("block"), extra_options.get("block_index", 0)
-        hidden = state.stash.pop(("attn1", block, index), None)
-        prefix = TRANSFORMER_PREFIXES.get(tuple(block) if block else None)
-        adapter = self.components.adapter(f"{prefix}.attn1") if prefix and index == 0 else None
-        if hidden is None or adapter is None or self.strength == 0 or "dynamics_adapter" not in self.parts:
+        state, hidden, block, index, prefix = taken
+        adapter = self.components.adapter(f"{prefix}.attn1")
+        if adapter is None:
             return out
-        attn1 = _transformer_block(state.unet, tuple(block), index).attn1
+        attn1 = _transformer_block(state.unet, block, index).attn1
         term = dynamics_adapter_term(
             hidden,
             state.frames,
@@ -268,22 +265,18 @@ class XDynaPatch:
     # attn2: IP-Adapter ------------------------------------------------------------------------------------
 
     def attn2_patch(self, n, context_attn2, value_attn2, extra_options):
-        state = extra_options.get(STATE)
-        if state is not None:
-            state.stash["attn2", extra_options.get("block"), extra_options.get("block_index", 0)] = n
+        _stash("attn2", n, extra_options)
         return n, context_attn2, value_attn2
 
     def attn2_output_patch(self, out, extra_options):
-        state = extra_options.get(STATE)
-        if state is None:
+        taken = _take("attn2", extra_options)
+        if taken is None or "ip_adapter" not in self.parts:
             return out
-        block, index = extra_options.get("block"), extra_options.get("block_index", 0)
-        hidden = state.stash.pop(("attn2", block, index), None)
-        prefix = TRANSFORMER_PREFIXES.get(tuple(block) if block else None)
-        kv = self.components.image_kv(f"{prefix}.attn2") if prefix and index == 0 else None
-        if hidden is None or kv is None or "ip_adapter" not in self.parts:
+        state, hidden, block, index, prefix = taken
+        kv = self.components.image_kv(f"{prefix}.attn2")
+        if kv is None:
             return out
-        attn2 = _transformer_block(state.unet, tuple(block), index).attn2
+        attn2 = _transformer_block(state.unet, block, index).attn2
         ip = image_prompt_attention(
             attn2.to_q(hidden),
             state.image_tokens,
@@ -341,28 +334,44 @@ class XDynaPatch:
                     )
         final_norm = model.get_model_object("diffusion_model.out.0")
         model.add_object_patch("diffusion_model.out.0", JointGroupNorm(final_norm, self.norm_runtime))
-        model.add_object_patch("model_sampling", xdyna_model_sampling(model))
+        model.add_object_patch("model_sampling", xdyna_model_sampling())
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 
-def xdyna_model_sampling(model) -> nn.Module:
+def _stash(kind: str, hidden: torch.Tensor, extra_options: dict) -> None:
+    """Keep a block's normed input (what the attention patch sees) for its output patch, during X-Dyna calls."""
+    state = extra_options.get(STATE)
+    if state is not None:
+        state.stash[kind, extra_options.get("block"), extra_options.get("block_index", 0)] = hidden
+
+
+def _take(kind: str, extra_options: dict):
+    """(state, stashed input, block, block index, diffusers prefix) of an X-Dyna transformer block, else None."""
+    state = extra_options.get(STATE)
+    if state is None:
+        return None
+    block, index = extra_options.get("block"), extra_options.get("block_index", 0)
+    hidden = state.stash.pop((kind, block, index), None)
+    block = tuple(block) if block else None
+    prefix = TRANSFORMER_PREFIXES.get(block)
+    if hidden is None or prefix is None or index != 0:  # SD1.5 has one transformer block per spatial transformer
+        return None
+    return state, hidden, block, index, prefix
+
+
+class XDynaSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
     """EPS sampling with AnimateDiff's betas (sqrt_linear), which the official DDIM schedule uses (spec §4)."""
-    from .comfy_glue import XDYNA_SAMPLING_SETTINGS
 
-    class XDynaSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-        pass
 
+def xdyna_model_sampling() -> nn.Module:
     config = type("XDynaSamplingConfig", (), {"sampling_settings": dict(XDYNA_SAMPLING_SETTINGS)})()
     return XDynaSampling(config)
 
 
-def unet_reference_input(unet: nn.Module, latent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def unet_reference_input(latent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The clean reference latent as the UNet sees it: scaled by the SD1.5 factor, never noised (spec §3)."""
-    del unet
-    from comfy import latent_formats
-
     return latent_formats.SD15().process_in(latent).to(device=like.device, dtype=like.dtype)
 
 
