@@ -102,3 +102,31 @@ def test_hint_frames_must_match_the_video(comfy_host, glue):
         comfy.sample.sample(
             model, torch.randn(latent.shape), 1, 7.5, "ddim", "ddim_uniform", positive, negative, latent, seed=0
         )
+
+
+def test_core_controlnets_get_each_windows_frames_too(comfy_host, glue):
+    """A ControlNet applied with core's Apply ControlNet node is windowed like ours (core alone would give every
+    window the first frames' hints): both give the same 20-frame video."""
+    import comfy.sample
+    import nodes as core_nodes
+
+    tiny = tiny_xdyna(comfy_host, seed=6, residual_gain=0.1, output_gain=0.1)
+    model = (
+        pack(comfy_host, "nodes.model_nodes")
+        .XDynaApplyDynamicsAdapter.execute(
+            tiny.model, tiny.weights, random_reference(comfy_host, TINY_UNET, 4, 6, 0), 1.0
+        )
+        .args[0]
+    )
+    control = TinyControlNet().load(0, 3)[0]
+    frames = torch.rand(20, 32, 48, 3, generator=torch.Generator().manual_seed(3))
+    positive, negative = [[torch.zeros(1, 77, 32), {}]], [[torch.ones(1, 77, 32), {}]]  # as `apply` uses
+    core = core_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control, frames, 1.0, 0.0, 1.0)
+    ours = apply(comfy_host, pose_controlnet=control, pose_images=frames, normalize_hints=False).args
+
+    def run(conditioning):
+        latent = torch.zeros(20, 4, 4, 6)
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
+        return comfy.sample.sample(model, noise, 2, 7.5, "ddim", "ddim_uniform", *conditioning, latent, seed=5)
+
+    assert torch.equal(run(core), run(ours))
