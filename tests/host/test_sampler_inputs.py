@@ -113,3 +113,15 @@ def test_interrupting_between_windows_leaves_the_next_run_identical(comfy_host, 
         comfy.model_management.interrupt_current_processing(False)
     assert calls["windows"] == 2
     assert torch.equal(sample(comfy_host, setup, frames=20), fresh)
+
+
+def test_init_latent_and_stock_ksampler_give_the_temporal_samplers_video(comfy_host, setup):
+    """XDyna_InitLatent + core KSampler (same seed, ddim / ddim_uniform) = XDyna_TemporalSampler, windows included."""
+    import nodes as core_nodes
+
+    model, reference, text = setup
+    sampling = pack(comfy_host, "nodes.sampling_nodes")
+    latent = sampling.XDynaInitLatent.execute(reference, 20, 7).args[0]
+    stock = core_nodes.KSampler().sample(model, 7, 2, 7.5, "ddim", "ddim_uniform", text, text, latent, denoise=1.0)
+    ours = sample(comfy_host, setup, frames=20, steps=2)
+    assert torch.equal(stock[0]["samples"], ours)
