@@ -11,7 +11,15 @@ from comfy_api.latest import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
 
-STAGES = ("preprocess", "model_nodes", "sampling_nodes", "face_nodes", "pose_extract_nodes", "pose_nodes")
+STAGES = (
+    "preprocess",
+    "model_nodes",
+    "sampling_nodes",
+    "face_nodes",
+    "pose_extract_nodes",
+    "pose_nodes",
+    "weights_nodes",
+)
 
 
 def node_list() -> list[type[io.ComfyNode]]:
