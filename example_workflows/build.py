@@ -109,6 +109,7 @@ with `download_missing` on); sources and licences are in the pack's README.
   `{CLIP_VISION}`) → `models/clip_vision/`
 - any SD1.5 checkpoint, e.g. `{SD15_CHECKPOINT}` (only its VAE and text encoder are used) → `models/checkpoints/`
 - DWPose's `{DWPOSE_FILES[0]}` and `{DWPOSE_FILES[1]}` download to `models/xdyna/dwpose/` on first use
+  (offline: replace both DWPose nodes with *X-Dyna MediaPipe Pose*, same outputs; see its help page)
 """
 
 SETTINGS_NOTE = f"""\
@@ -403,8 +404,8 @@ def full_graph() -> Workflow:
 The person of the **reference image** moves like the person of the **driving video**: body pose through the
 pose ControlNet, facial expression through the S-Face ControlNet, appearance held by the Dynamics-Adapter.
 
-**Driving frames**: *Crop Video (Temporal)* keeps `length` frames from `start_frame` (32 frames, two
-windows, for a short first run). Raise `length` for more of the clip; the
+**Driving frames**: *Crop Video (Temporal)* keeps `length` frames from `start_frame` (32 frames for a
+short first run). Raise `length` for more of the clip; the
 sampler works through long videos in overlapping windows (see the long-video example).
 
 {SETTINGS_NOTE}

@@ -81,6 +81,9 @@ class ComfyServer:
             "--base-directory",
             str(self.base),
             "--disable-auto-launch",
+            # the asset database would otherwise live in (and lock) the checkout's own user/ folder
+            "--database-url",
+            f"sqlite:///{self.base / 'user' / 'comfyui.db'}",
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "w")  # noqa: SIM115 (closed with the process)
