@@ -22,6 +22,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+from .cli import say
 from .jobs import BatchInputError, load_jobs
 from .manifest import Manifest, ManifestError
 from .runner import DEFAULT_SERVER, BatchReport, BatchRunner, BatchSettings
@@ -118,11 +119,6 @@ async def _run_cancellable(runner: BatchRunner) -> BatchReport:
     with suppress(NotImplementedError, RuntimeError, AttributeError):  # no signal handlers on Windows loops
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await runner.run()
-
-
-def say(text: str, error: bool = False) -> None:
-    """The command's own output (its final summary and fatal errors); everything else goes through logging."""
-    print(text, file=sys.stderr if error else sys.stdout)  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .cli import say
+
 try:
     from ..xdyna_core.downloads import ModelFilesMissingError, RemoteFile, hub_offline
 except ImportError:  # a top-level package: `python -m xdyna_tools.weights` from the pack, or installed by pip
@@ -426,11 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave these files out (e.g. --skip sd15 when you have another SD1.5 checkpoint)",
     )
     return parser
-
-
-def say(text: str, error: bool = False) -> None:
-    """The command's own output (report and errors); downloads log their progress through logging."""
-    print(text, file=sys.stderr if error else sys.stdout)  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> int:

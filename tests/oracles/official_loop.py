@@ -1,7 +1,7 @@
 """The official X-Dyna sampling loop over a whole video, re-stated in plain torch from XDYNA_SPEC.md §4.
 
 A test oracle, like ``xdyna_unet3d`` (which it calls for every UNet evaluation): it imports nothing from the pack
-or from ComfyUI. It restates ``XDynaPipeline.__call__`` of the release (``animatediff/pipelines/pipeline_xdyna.py``)
+or from ComfyUI. It restates the release's pipeline call (``animatediff/pipelines/pipeline_xdyna.py``)
 with the scheduler it was run with (diffusers ``DDIMScheduler``, ``configs/x_dyna.yaml``):
 
 - DDIM, eta 0, ε-prediction, betas ``linspace(0.00085, 0.012, 1000)`` in float32 (diffusers "linear"), "leading"
