@@ -64,6 +64,20 @@ class MessageLog:
         pass
 
 
+def widget_defaults(required: dict[str, Any]) -> dict[str, Any]:
+    """The widget values the front-end fills in for a node's `required` inputs (INPUT_TYPES or /object_info)."""
+    values = {}
+    for name, spec in required.items():
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if "default" in options:
+            values[name] = options["default"]
+        elif isinstance(spec[0], list) and spec[0]:
+            values[name] = spec[0][0]
+        elif spec[0] == "COMBO" and options.get("options"):
+            values[name] = options["options"][0]
+    return values
+
+
 class PromptError(RuntimeError):
     """A prompt failed validation or execution; `details` holds ComfyUI's own error record."""
 

@@ -28,7 +28,7 @@ from tests.fixtures.weights import (
     save_safetensors,
     xdyna_unet_state_dict,
 )
-from tests.host.comfy_host import PACK_ROOT
+from tests.host.comfy_host import PACK_ROOT, widget_defaults
 from tests.host.comfy_server import ComfyServer
 from tests.host.conftest import COMFYUI_PATH
 from tests.host.test_model_graph import TINY_IP_RESAMPLER
@@ -51,23 +51,12 @@ def write_tiny_models(models: Path) -> None:
     save_safetensors(controlnet_state_dict(TINY_UNET, 3, seed=8), models / "controlnet" / "tiny-pose-cn.safetensors")
 
 
-def widget_defaults(info: dict, class_type: str) -> dict:
-    """The widget values the front-end would fill in, from the server's /object_info."""
-    values = {}
-    for name, spec in info[class_type]["input"].get("required", {}).items():
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        if "default" in options:
-            values[name] = options["default"]
-        elif isinstance(spec[0], list) and spec[0]:
-            values[name] = spec[0][0]
-    return values
-
-
 def batch_workflow(info: dict) -> dict:
     """An API-format X-Dyna workflow: reference + driving video → pose ControlNet → X-Dyna → video file."""
 
     def n(class_type: str, title: str | None = None, **inputs) -> dict:
-        node = {"class_type": class_type, "inputs": {**widget_defaults(info, class_type), **inputs}}
+        defaults = widget_defaults(info[class_type]["input"].get("required", {}))
+        node = {"class_type": class_type, "inputs": {**defaults, **inputs}}
         if title:
             node["_meta"] = {"title": title}
         return node

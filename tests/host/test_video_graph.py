@@ -14,6 +14,7 @@ import torch
 
 from tests.fixtures.official_layout import TINY_UNET
 from tests.fixtures.weights import controlnet_state_dict, save_safetensors
+from tests.host.comfy_host import widget_defaults
 from tests.host.support_nodes import SUPPORT_NODES
 from tests.host.test_model_graph import files  # noqa: F401  (tiny UNet and IP-Adapter files)
 from tests.host.test_preprocess_graph import write_clip
@@ -25,17 +26,7 @@ WIDTH, HEIGHT, FRAMES = 48, 64, 6
 
 def defaults(comfy_host, class_type: str) -> dict:
     """Widget defaults of a node, as the front-end would fill them in."""
-    info = comfy_host.nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()["required"]
-    values = {}
-    for name, spec in info.items():
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        if "default" in options:
-            values[name] = options["default"]
-        elif isinstance(spec[0], list) and spec[0]:
-            values[name] = spec[0][0]
-        elif spec[0] == "COMBO" and options.get("options"):
-            values[name] = options["options"][0]
-    return values
+    return widget_defaults(comfy_host.nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()["required"])
 
 
 def node(comfy_host, class_type: str, **inputs) -> dict:
