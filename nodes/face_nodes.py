@@ -11,12 +11,10 @@ from .preprocess import (
     check_generation_size,
     generation_size_inputs,
 )
+from .types import FaceCondition, PoseKeypoint
 
 CATEGORY = "X-Dyna/face"
 ON_NO_FACE = ("error", "black")
-
-PoseKeypoint = io.Custom("POSE_KEYPOINT")
-FaceCondition = io.Custom("XDYNA_FACE_CONDITION")
 
 
 class XDynaFaceCropper(io.ComfyNode):

@@ -20,12 +20,10 @@ from .preprocess import (
     check_generation_size,
     generation_size_inputs,
 )
+from .types import XDynaReferenceType, XDynaWeightsType
 
 logger = logging.getLogger("xdyna")
 CATEGORY = "X-Dyna"
-
-XDynaWeightsType = io.Custom("XDYNA_WEIGHTS")
-XDynaReferenceType = io.Custom("XDYNA_REFERENCE")
 
 
 @dataclass

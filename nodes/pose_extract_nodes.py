@@ -27,9 +27,9 @@ from ..xdyna_core.pose.onnx_runtime import (
     import_onnxruntime,
 )
 from . import comfy_glue
+from .types import PoseKeypoint
 
 CATEGORY = "X-Dyna/pose"
-PoseKeypoint = io.Custom("POSE_KEYPOINT")
 # onnxruntime's working memory besides the weights (YOLOX-L activations at 640² dominate), for make-room requests.
 ONNX_WORKSPACE_BYTES = 1 << 30
 

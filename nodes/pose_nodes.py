@@ -17,11 +17,11 @@ from .preprocess import (
     check_generation_size,
     generation_size_inputs,
 )
+from .types import PoseKeypoint
 
 logger = logging.getLogger("xdyna")
 
 CATEGORY = "X-Dyna/pose"
-PoseKeypoint = io.Custom("POSE_KEYPOINT")
 MEDIAPIPE_MODES = ("video", "images")
 
 

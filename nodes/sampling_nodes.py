@@ -10,18 +10,17 @@ import torch
 from comfy_api.latest import io
 
 from ..xdyna_core.checkpoints import load_state_dict_file
+from ..xdyna_core.hints import HintFrames, as_hint_frames
 from ..xdyna_core.latents import ddim_timesteps, initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
 from . import comfy_glue
 from .context_patch import ContextOptions
-from .model_nodes import XDynaReferenceType
+from .types import FaceCondition, PoseFrames, XDynaReferenceType
 
 CATEGORY = "X-Dyna"
 SD15_LATENT_SCALE = 0.18215
 MAX_FRAMES = 4096
-
-XDynaFaceConditionType = io.Custom("XDYNA_FACE_CONDITION")
 
 
 # --- ControlNets --------------------------------------------------------------------------------------------
@@ -151,14 +150,20 @@ class XDynaApplyControlNets(io.ComfyNode):
                     optional=True,
                     tooltip="controlnet-checkpoint-epoch-5.ckpt, loaded with Load ControlNet Model.",
                 ),
-                io.Image.Input("pose_images", optional=True, tooltip="One rendered pose per frame, at W×H."),
+                io.MultiType.Input(
+                    "pose_images",
+                    types=[io.Image, PoseFrames],
+                    optional=True,
+                    tooltip="One rendered pose per frame, at W×H: X-Dyna Render Pose's pose_frames (rendered a "
+                    "window at a time) or any IMAGE batch.",
+                ),
                 *range_inputs("pose", "pose"),
                 io.ControlNet.Input(
                     "face_controlnet",
                     optional=True,
                     tooltip="controlnet-face-checkpoint-epoch-2.ckpt, loaded with Load ControlNet Model.",
                 ),
-                XDynaFaceConditionType.Input(
+                FaceCondition.Input(
                     "face_condition", optional=True, tooltip="The S-Face condition from X-Dyna Face Cropper."
                 ),
                 *range_inputs("face", "S-Face"),
@@ -189,11 +194,11 @@ class XDynaApplyControlNets(io.ComfyNode):
         face_condition=None,
     ) -> io.NodeOutput:
         streams = (
-            ("pose ControlNet", pose_controlnet, pose_images, 3, pose_strength, pose_start, pose_end),
+            ("pose ControlNet", pose_controlnet, pose_hint_tensor(pose_images), 3, pose_strength, pose_start, pose_end),
             (
                 "S-Face ControlNet",
                 face_controlnet,
-                face_condition_tensor(face_condition),
+                face_hint_tensor(face_condition),
                 6,
                 face_strength,
                 face_start,
@@ -216,10 +221,17 @@ class XDynaApplyControlNets(io.ComfyNode):
         return io.NodeOutput(positive, negative)
 
 
-def face_condition_tensor(face_condition) -> torch.Tensor | None:
+def pose_hint_tensor(pose_images) -> torch.Tensor | None:
+    """The `[N, H, W, 3]` pose hint of an IMAGE batch or of X-Dyna pose frames."""
+    return None if pose_images is None else as_hint_frames(pose_images).to_image()
+
+
+def face_hint_tensor(face_condition) -> torch.Tensor | None:
     """The `[N, H, W, 6]` hint `cat([local, global])` of an S-Face condition (Face Cropper output or a tensor)."""
     if face_condition is None or isinstance(face_condition, torch.Tensor):
         return face_condition
+    if isinstance(face_condition, HintFrames):
+        return face_condition.to_image()
     if callable(getattr(face_condition, "hint", None)):
         return face_condition.hint()
     raise TypeError(f"face_condition must come from X-Dyna Face Cropper, got a {type(face_condition).__name__}")
@@ -228,8 +240,8 @@ def face_condition_tensor(face_condition) -> torch.Tensor | None:
 # --- initial latent and sampler ------------------------------------------------------------------------------
 
 
-def frame_count(frames: int, pose_images: torch.Tensor | None) -> int:
-    count = pose_images.shape[0] if pose_images is not None else frames
+def frame_count(frames: int, pose_images) -> int:
+    count = len(pose_images) if pose_images is not None else frames
     if count < 1:
         raise ValueError(f"the video must have at least 1 frame, got {count}; set frames to 1 or more")
     return count
@@ -270,7 +282,12 @@ class XDynaInitLatent(io.ComfyNode):
             inputs=[
                 XDynaReferenceType.Input("reference"),
                 io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES, tooltip="Number of frames to generate."),
-                io.Image.Input("pose_images", optional=True, tooltip="If connected, one frame per pose image."),
+                io.MultiType.Input(
+                    "pose_images",
+                    types=[io.Image, PoseFrames],
+                    optional=True,
+                    tooltip="If connected, one frame per pose image.",
+                ),
                 io.Int.Input(
                     "seed",
                     default=0,
@@ -305,7 +322,12 @@ class XDynaTemporalSampler(io.ComfyNode):
                 io.Conditioning.Input("negative"),
                 XDynaReferenceType.Input("reference"),
                 io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES, tooltip="Frames to generate."),
-                io.Image.Input("pose_images", optional=True, tooltip="If connected, the frame count is taken from it."),
+                io.MultiType.Input(
+                    "pose_images",
+                    types=[io.Image, PoseFrames],
+                    optional=True,
+                    tooltip="If connected, the frame count is taken from it.",
+                ),
                 io.Int.Input(
                     "seed",
                     default=0,

@@ -1,0 +1,90 @@
+"""HintFrames: clips of ControlNet hints handed out a window at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xdyna_core.hints import ChannelStackHintFrames, HintFrames, TensorHintFrames, as_hint_frames
+
+
+class CountingHints(HintFrames):
+    """Renders frame i as the constant i / 100 and counts the frames it was asked for."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.asked = n, []
+
+    num_frames = property(lambda self: self.n)
+    height = property(lambda self: 3)
+    width = property(lambda self: 2)
+    channels = property(lambda self: 1)
+
+    def _frames(self, index):
+        self.asked.extend(index)
+        return torch.tensor(index, dtype=torch.float32).div(100).reshape(-1, 1, 1, 1).expand(-1, 3, 2, 1).clone()
+
+
+def test_tensor_hints_give_the_frames_asked_for_without_copying_the_clip():
+    images = torch.rand(7, 4, 5, 3)
+    hints = TensorHintFrames(images)
+    assert hints.shape == (7, 4, 5, 3) and len(hints) == 7
+    torch.testing.assert_close(hints.frames([5, 0, 5]), images[[5, 0, 5]], rtol=0, atol=0)
+    torch.testing.assert_close(hints.frames(torch.tensor([2, 3])), images[2:4], rtol=0, atol=0)
+    assert hints.images is images
+
+
+def test_uint8_hints_are_scaled_to_unit_range():
+    frames = torch.randint(0, 256, (3, 2, 2, 3), dtype=torch.uint8)
+    out = TensorHintFrames(frames).frames([1])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, frames[1:2].float() / 255, rtol=0, atol=0)
+
+
+def test_value_range_is_per_channel_over_the_whole_clip_streamed_in_chunks():
+    images = torch.rand(40, 3, 3, 2)
+    images[33, 1, 1, 0] = -0.25  # outside the first chunks, so streaming must reach it
+    images[17, 0, 2, 1] = 1.5
+    low, high = TensorHintFrames(images).value_range()
+    torch.testing.assert_close(low, images.amin((0, 1, 2)), rtol=0, atol=0)
+    torch.testing.assert_close(high, images.amax((0, 1, 2)), rtol=0, atol=0)
+    assert low[0] == -0.25 and high[1] == 1.5
+
+
+def test_value_range_is_computed_once():
+    hints = CountingHints(20)
+    low, high = hints.value_range()
+    assert float(low) == 0.0 and float(high) == pytest.approx(0.19)
+    asked = len(hints.asked)
+    hints.value_range()
+    assert asked == 20 and len(hints.asked) == asked
+
+
+def test_out_of_range_frames_are_refused_with_the_clip_length():
+    with pytest.raises(IndexError, match="outside a clip of 4 frames"):
+        TensorHintFrames(torch.zeros(4, 1, 1, 3)).frames([1, 4])
+
+
+def test_a_subclass_giving_the_wrong_shape_is_caught():
+    class Broken(CountingHints):
+        def _frames(self, index):
+            return torch.zeros(len(index), 3, 3, 1)
+
+    with pytest.raises(RuntimeError, match="expected"):
+        Broken(3).frames([0])
+
+
+def test_channel_stack_concatenates_in_order():
+    a, b = torch.rand(5, 4, 4, 3), torch.rand(5, 4, 4, 3)
+    stacked = ChannelStackHintFrames([TensorHintFrames(a), TensorHintFrames(b)])
+    assert stacked.channels == 6
+    torch.testing.assert_close(stacked.frames([4, 1]), torch.cat([a, b], -1)[[4, 1]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="differ in size"):
+        ChannelStackHintFrames([TensorHintFrames(a), TensorHintFrames(b[:4])])
+
+
+def test_as_hint_frames_wraps_tensors_and_passes_hint_frames_through():
+    hints = CountingHints(2)
+    assert as_hint_frames(hints) is hints
+    assert isinstance(as_hint_frames(torch.zeros(1, 1, 1, 3)), TensorHintFrames)
+    with pytest.raises(TypeError):
+        as_hint_frames([1, 2])

@@ -1,0 +1,181 @@
+"""Per-frame ControlNet hints of a whole clip, held compactly and handed out a window at a time.
+
+A 600-frame clip of pose renderings at 512×896 is 3.3 GB as one float32 IMAGE, and the S-Face condition
+twice that; the sampler only ever needs the frames of the window it evaluates. `HintFrames` is what the pose
+and face stages hand to the ControlNets: something that knows the clip's size and gives any frames as float32
+on request. Implementations keep a reference to frames that exist anyway, store uint8, or render each
+requested frame from the little data it comes from (keypoints, face boxes), so the clip is never
+materialised at float32 on the path from the preprocessing nodes to the sampler.
+
+Layout is ComfyUI's IMAGE layout: `[frames, height, width, channels]`, values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+# Frames per chunk when a whole clip is streamed (value ranges, previews): bounded memory, few calls.
+STREAM_CHUNK = 16
+
+
+def as_index_list(index: Sequence[int] | torch.Tensor, num_frames: int) -> list[int]:
+    """Frame indices as a list of ints, each checked to lie in the clip."""
+    values = index.tolist() if isinstance(index, torch.Tensor) else [int(i) for i in index]
+    bad = [i for i in values if not 0 <= i < num_frames]
+    if bad:
+        raise IndexError(f"hint frames {bad[:5]} lie outside a clip of {num_frames} frames")
+    return values
+
+
+class HintFrames(ABC):
+    """A clip's hints, one image per frame, produced on demand.
+
+    Subclasses implement `num_frames`, `height`, `width`, `channels` and `_frames`; everything else
+    (index checks, value ranges, streaming) is shared.
+    """
+
+    _range: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    @abstractmethod
+    def num_frames(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def height(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def width(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def channels(self) -> int: ...
+
+    @abstractmethod
+    def _frames(self, index: list[int]) -> torch.Tensor:
+        """`[len(index), H, W, C]` float32 in [0, 1] on the CPU, for indices already checked."""
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """`(frames, height, width, channels)`, as the IMAGE this stands for would have."""
+        return (self.num_frames, self.height, self.width, self.channels)
+
+    def frames(self, index: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The hints of these frames (any order, repeats allowed): `[k, H, W, C]` float32 in [0, 1], CPU."""
+        out = self._frames(as_index_list(index, self.num_frames))
+        expected = (len(index), self.height, self.width, self.channels)
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"{type(self).__name__} gave frames of shape {tuple(out.shape)}, expected {expected}")
+        return out
+
+    def chunks(self, size: int = STREAM_CHUNK):
+        """`(start, frames)` over the whole clip, `size` frames at a time."""
+        for start in range(0, self.num_frames, size):
+            yield start, self.frames(range(start, min(start + size, self.num_frames)))
+
+    def value_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel `(min, max)` over every frame of the clip, float32 `[C]` each (computed once, streamed)."""
+        if self._range is None:
+            low = torch.full((self.channels,), float("inf"))
+            high = torch.full((self.channels,), float("-inf"))
+            for _, chunk in self.chunks():
+                flat = chunk.reshape(-1, self.channels)
+                low = torch.minimum(low, flat.amin(0))
+                high = torch.maximum(high, flat.amax(0))
+            self._range = (low, high)
+        return self._range
+
+    def to_image(self) -> torch.Tensor:
+        """The whole clip as one float32 IMAGE `[N, H, W, C]`: for previews and tests, O(N) memory."""
+        return self.frames(range(self.num_frames))
+
+
+class TensorHintFrames(HintFrames):
+    """Hints that already exist as a tensor: an IMAGE `[N, H, W, C]` (float) or uint8 frames, never copied whole.
+
+    Args:
+        images: the clip; float values are used as they are, uint8 values are divided by 255.
+    """
+
+    def __init__(self, images: torch.Tensor) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"hint frames must be [frames, height, width, channels], got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise ValueError(f"hint frames must be float or uint8, got {images.dtype}")
+        self.images = images
+
+    @property
+    def num_frames(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.images.shape[2]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[3]
+
+    def _frames(self, index: list[int]) -> torch.Tensor:
+        picked = self.images[torch.tensor(index, dtype=torch.long, device=self.images.device)].cpu()
+        if picked.dtype == torch.uint8:
+            return picked.float().div_(255.0)
+        return picked.float()
+
+
+class ChannelStackHintFrames(HintFrames):
+    """Several hint clips of one size side by side in channels (S-Face: `cat([local, global])`).
+
+    Args:
+        parts: clips with the same frame count, height and width.
+    """
+
+    def __init__(self, parts: Sequence[HintFrames]) -> None:
+        if not parts:
+            raise ValueError("no hint clips to stack")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.num_frames, part.height, part.width) != (first.num_frames, first.height, first.width):
+                raise ValueError(
+                    f"hint clips to stack differ in size: {first.shape[:3]} and {part.shape[:3]} (frames, H, W)"
+                )
+        self.parts = list(parts)
+
+    @property
+    def num_frames(self) -> int:
+        return self.parts[0].num_frames
+
+    @property
+    def height(self) -> int:
+        return self.parts[0].height
+
+    @property
+    def width(self) -> int:
+        return self.parts[0].width
+
+    @property
+    def channels(self) -> int:
+        return sum(part.channels for part in self.parts)
+
+    def _frames(self, index: list[int]) -> torch.Tensor:
+        return torch.cat([part.frames(index) for part in self.parts], dim=-1)
+
+
+def as_hint_frames(value: HintFrames | torch.Tensor) -> HintFrames:
+    """A `HintFrames` for either a `HintFrames` or an IMAGE-layout tensor (wrapped without copying)."""
+    if isinstance(value, HintFrames):
+        return value
+    if isinstance(value, torch.Tensor):
+        return TensorHintFrames(value)
+    raise TypeError(f"expected hint frames or an IMAGE tensor, got a {type(value).__name__}")
