@@ -15,7 +15,13 @@ from ..xdyna_core.ip_adapter import load_ip_adapter_plus
 from ..xdyna_core.reference import XDynaReference
 from . import comfy_glue
 from .context_patch import ContextOptions
-from .model_patch import TRANSFORMER_PREFIXES, XDynaPatch, _transformer_block, components_model_patcher
+from .model_patch import (
+    TRANSFORMER_PREFIXES,
+    XDynaPatch,
+    _transformer_block,
+    build_components,
+    components_model_patcher,
+)
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
@@ -68,10 +74,9 @@ class XDynaLoadModel(io.ComfyNode):
         path = comfy_glue.model_path(comfy_glue.XDYNA_FOLDER, ckpt_name)
         parts = load_xdyna_unet(path)
         model = comfy_glue.build_sd15_model(parts.unet, precision)
-        dtype = model.model.manual_cast_dtype or model.model.get_dtype()
-        components = XDynaComponents.from_parts(
-            parts.dynamics_adapter, parts.ip_adapter, parts.motion_modules, motion_heads=parts.config.attention_heads
-        ).to(dtype=dtype)
+        # Stored like the UNet's weights; ComfyUI's casting layers compute them in the UNet's compute dtype.
+        dtype = model.model_dtype()
+        components = build_components(parts, dtype)
         weights = XDynaWeights(components, components_model_patcher(components), parts.config, str(path))
         logger.info("X-Dyna: loaded %s (%s)", ckpt_name, dtype)
         return io.NodeOutput(model, weights)

@@ -1,28 +1,42 @@
-"""The X-Dyna model patch on a ComfyUI ModelPatcher (DESIGN.md, "How it hooks into ComfyUI").
+"""The X-Dyna model patch on a ComfyUI ModelPatcher (docs/comfyui_integration.md).
 
-One UNet evaluation of the released model (spec §3) is reproduced on ComfyUI's own SD1.5 UNet:
+One UNet evaluation of the released model (docs/xdyna_model.md §3) is reproduced on ComfyUI's own SD1.5 UNet:
 
 - a keyed DIFFUSION_MODEL wrapper prepends the clean reference latent as frame 0 of every CFG chunk,
-  expands timesteps, context and ControlNet residuals (zero for the reference), publishes the window's
+  expands timesteps, context and ControlNet residuals (zero for the reference), publishes the call's
   state in `transformer_options["xdyna"]`, calls through and drops the reference outputs;
 - attn1/attn2 patch pairs add the Dynamics-Adapter and IP-Adapter terms, using the block's own modules;
-- GroupNorms of ResNets and the final norm are object-patched with a joint-over-frames version;
-- motion modules are injected as slots into the UNet's block sequences and run through a
-  `forward_timestep_embed_patch` handler, skipping the reference frame.
+- the ResNets' norm stacks and the final norm stack are object-patched with containers that hold the very
+  same GroupNorm layers but normalise jointly over the window's frames during X-Dyna calls;
+- the UNet blocks that motion modules follow are object-patched with containers that hold the same layers
+  plus a motion-module slot, run through a `forward_timestep_embed_patch` handler that skips frame 0.
 
-Every patch reads the state that only the wrapper sets, so all of them do nothing anywhere else (in a
-ControlNet's transformer blocks, in another pack's call of the same model).
+Everything the patch changes in the UNet is an object patch, which ComfyUI backs up once and restores
+whenever a model is loaded or unloaded: no patched copy ever edits the module tree in place, so a copy that
+dies at any moment (a garbage-collected traceback) cannot take another copy's changes with it, and a
+failed sampling run restores the UNet in a `finally` (the OUTER_SAMPLE wrapper). Containers keep the
+original module names, so state-dict keys, weight patches (LoRA) and ComfyUI's per-layer casting and
+offloading apply to the original layers unchanged.
+
+Every patch reads the per-call state that only the wrapper sets, so all of them do nothing anywhere else
+(in a ControlNet's transformer blocks, in another pack's call of the same model).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
 import comfy.model_sampling
+import comfy.ops
 import comfy.patcher_extension
 import torch
+import torch.nn.functional as F
 from comfy import latent_formats, model_management
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 from torch import nn
@@ -38,6 +52,7 @@ STATE = "xdyna"
 COND, UNCOND = 0, 1
 # X-Dyna's parts on top of SD1.5; all on is the released model, subsets are for ablations and tests.
 PARTS = frozenset({"dynamics_adapter", "ip_adapter", "motion_modules", "joint_group_norm"})
+SLOT_NAME = "xdyna_motion_module"  # not a number: the block's own layers keep their indices (and keys)
 
 
 class XDynaInputError(ValueError):
@@ -74,6 +89,14 @@ TRANSFORMER_PREFIXES = transformer_prefixes()
 MOTION_PLACEMENTS = motion_placements()
 
 
+def block_key(block: tuple[str, int]) -> str:
+    """The ModelPatcher key of a UNet block sequence (`diffusion_model.input_blocks.1`, ...)."""
+    kind, index = block
+    if kind == "middle":
+        return "diffusion_model.middle_block"
+    return f"diffusion_model.{kind}_blocks.{index}"
+
+
 def _block_sequence(unet: nn.Module, block: tuple[str, int]) -> nn.Sequential:
     kind, index = block
     if kind == "input":
@@ -95,58 +118,76 @@ def _transformer_block(unet: nn.Module, block: tuple[str, int], block_index: int
 
 @dataclass
 class WindowState:
-    """What the patches need during one UNet call: set by the wrapper, visible only inside that call."""
+    """What the patches need during one UNet call: made by the wrapper, visible only inside that call."""
 
     frames: int  # per CFG chunk: the reference + F window frames
-    image_tokens: torch.Tensor  # [chunks, 16, D], each chunk's own tokens
+    image_tokens: torch.Tensor  # [chunks, 16, D], each chunk's own tokens, in the call's dtype and device
     unet: nn.Module
     patch: XDynaPatch
     stash: dict = field(default_factory=dict)
 
 
-class JointGroupNormRuntime:
-    """Frames per chunk of the call in progress, for the object-patched GroupNorms (None: plain GroupNorm)."""
+# Frames per CFG chunk of the X-Dyna call running in this thread (None: none is). The norm containers cannot
+# receive `transformer_options`, so the wrapper sets this for exactly the duration of its call; a context
+# variable is per thread, so model copies evaluated on several devices at once never see each other's value.
+_JOINT_NORM_FRAMES: contextvars.ContextVar[int | None] = contextvars.ContextVar("xdyna_joint_norm_frames", default=None)
 
-    def __init__(self) -> None:
-        self.frames: int | None = None
 
+class JointNormSequential(nn.Sequential):
+    """A norm stack `(GroupNorm, ...)` whose GroupNorm is joint over the window's frames during X-Dyna calls.
 
-class JointGroupNorm(nn.Module):
-    """Stands in for a ResNet's GroupNorm: joint over the window's frames during X-Dyna calls, plain otherwise.
-
-    It holds the very same weight and bias Parameters as the GroupNorm it replaces, so state-dict keys, weight
-    patches (LoRA) and device moves are unaffected.
+    It holds the original layers under their original names, so `in_layers.0.weight` still names the same
+    GroupNorm: ComfyUI's weight patches, dtype casting and lowvram offloading act on it as before. Outside an
+    X-Dyna call it is the plain stack.
     """
 
-    def __init__(self, original: nn.GroupNorm, runtime: JointGroupNormRuntime) -> None:
-        super().__init__()
-        self.num_groups, self.num_channels, self.eps = original.num_groups, original.num_channels, original.eps
-        self.weight, self.bias = original.weight, original.bias
-        object.__setattr__(self, "original", original)  # not a child: keeps the module tree unchanged
-        object.__setattr__(self, "runtime", runtime)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = self.runtime.frames
-        if frames is None:
-            return self.original(x)
-        weight = None if self.weight is None else self.weight.to(device=x.device, dtype=x.dtype)
-        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
-        return joint_group_norm(x, frames, self.num_groups, weight, bias, self.eps)
+        frames = _JOINT_NORM_FRAMES.get()
+        layers = list(self)
+        if frames is None or not layers or not isinstance(layers[0], nn.GroupNorm):
+            return super().forward(x)
+        h = joint_group_norm(x, frames, layers[0])
+        for layer in layers[1:]:
+            h = layer(h)
+        return h
 
 
 class MotionModuleSlot(nn.Module):
     """Marks where a motion module runs inside a UNet block; its work happens in `XDynaPatch.motion_handler`.
 
-    The module itself is not a child (the components live in their own ModelPatcher), so injecting slots
-    adds no parameters to the UNet. Called plainly (outside an X-Dyna call) it is the identity.
+    The module itself is not a child (the components live in their own ModelPatcher), so slots add no
+    parameters to the UNet. Called plainly (outside an X-Dyna call) it is the identity, and the handler of a
+    patch runs only the slots that patch made.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, owner: object) -> None:
         super().__init__()
         self.prefix = prefix
+        object.__setattr__(self, "owner", owner)  # not a child module
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return x
+
+
+def _children(container: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A container's own layers, without X-Dyna slots (so re-patching a patched copy never nests)."""
+    return [(k, m) for k, m in container._modules.items() if not isinstance(m, MotionModuleSlot)]
+
+
+def sequence_with_slot(original: nn.Sequential, prefix: str, owner: object) -> nn.Sequential:
+    """A copy of a UNet block sequence (same layers, same names) with a motion-module slot before any upsampler."""
+    items = _children(original)
+    position = len(items) - 1 if items and isinstance(items[-1][1], Upsample) else len(items)
+    items.insert(position, (SLOT_NAME, MotionModuleSlot(prefix, owner)))
+    patched = type(original)(OrderedDict(items))
+    patched.train(original.training)
+    return patched
+
+
+def joint_norm_stack(original: nn.Sequential) -> JointNormSequential:
+    stack = JointNormSequential(OrderedDict(_children(original)))
+    stack.train(original.training)
+    return stack
 
 
 # --- the patch -----------------------------------------------------------------------------------------------
@@ -176,7 +217,6 @@ class XDynaPatch:
         self.reference = reference
         self.strength = strength
         self.parts = frozenset(parts)
-        self.norm_runtime = JointGroupNormRuntime()
 
     def __deepcopy__(self, memo):  # older ComfyUI deep-copies model_options on clone()
         return self
@@ -211,13 +251,12 @@ class XDynaPatch:
             ]
         )
         options = dict(transformer_options)
-        options[STATE] = WindowState(frames, tokens.to(x.device), unet, self)
-        if "joint_group_norm" in self.parts:
-            self.norm_runtime.frames = frames
+        options[STATE] = WindowState(frames, tokens.to(device=x.device, dtype=x.dtype), unet, self)
+        token = _JOINT_NORM_FRAMES.set(frames if "joint_group_norm" in self.parts else None)
         try:
             out = executor(x_in, t_in, context_in, y_in, control_in, options, **kwargs)
         finally:
-            self.norm_runtime.frames = None
+            _JOINT_NORM_FRAMES.reset(token)
         return _drop_reference(out, chunks, frames)
 
     def _check_window(self, x: torch.Tensor, window: int) -> None:
@@ -253,12 +292,12 @@ class XDynaPatch:
         term = dynamics_adapter_term(
             hidden,
             state.frames,
-            _cast_call(adapter.to_q_ff),
+            adapter.to_q_ff,
             attn1.to_k,
             attn1.to_v,
-            _cast_call(adapter.to_out_ff),
+            adapter.to_out_ff,
             extra_options["n_heads"],
-            attention=comfy_attention.optimized_attention,
+            attention=_attention(extra_options),
         )
         return out + self.strength * term.to(out.dtype)
 
@@ -280,21 +319,19 @@ class XDynaPatch:
         ip = image_prompt_attention(
             attn2.to_q(hidden),
             state.image_tokens,
-            _cast_call(kv.to_k_ip),
-            _cast_call(kv.to_v_ip),
+            kv.to_k_ip,
+            kv.to_v_ip,
             extra_options["n_heads"],
-            attention=comfy_attention.optimized_attention,
+            attention=_attention(extra_options),
         )
-        # to_out is affine: to_out(a + b) = to_out(a) + W b, and W b = to_out(b) - to_out(0).
-        to_out = attn2.to_out[0]
-        projected = to_out(ip) - to_out(torch.zeros_like(ip[:1, :1]))
-        return out + projected.to(out.dtype)
+        # The release adds the image attention before to_out, which is affine: to_out(a + b) = to_out(a) + W b.
+        return out + _weight_only(attn2.to_out[0], ip).to(out.dtype)
 
     # motion modules ---------------------------------------------------------------------------------------
 
     def motion_handler(self, layer, x, emb, context, transformer_options, *args, **kwargs):
         state = transformer_options.get(STATE)
-        if state is None:
+        if state is None or state.patch is not self or layer.owner is not self:
             return x
         module = self.components.motion(layer.prefix)
         if module is None or "motion_modules" not in self.parts:
@@ -303,41 +340,103 @@ class XDynaPatch:
         chunks = total // state.frames
         clips = x.reshape(chunks, state.frames, *x.shape[1:])
         window = clips[:, 1:].reshape(chunks * (state.frames - 1), *x.shape[1:])
-        param = next(module.parameters())
-        mixed = module(window.to(param.dtype), state.frames - 1, attention=comfy_attention.optimized_attention).to(
-            x.dtype
-        )
+        mixed = module(window, state.frames - 1, attention=_attention(transformer_options)).to(x.dtype)
         mixed = mixed.reshape(chunks, state.frames - 1, *x.shape[1:])
         return torch.cat([clips[:, :1], mixed], dim=1).reshape(total, *x.shape[1:])
+
+    # failures -----------------------------------------------------------------------------------------------
+
+    def outer_sample_wrapper(self, executor, *args, **kwargs):
+        """A sampling run that fails (or is interrupted) leaves the UNet as it found it, at once.
+
+        ComfyUI keeps a failed node's exception, and with it every frame's locals (this patched copy among
+        them), until the garbage collector happens to free it; the object patches would stay in the shared
+        UNet until the next load. Here they are restored before the exception leaves the sampler, and the
+        finished frames' locals are dropped, so the copy and the tensors it held are released now.
+        """
+        try:
+            return executor(*args, **kwargs)
+        except BaseException as error:
+            patcher = getattr(executor.class_obj, "model_patcher", None)
+            if patcher is not None:
+                restore_unet(patcher)
+            traceback.clear_frames(error.__traceback__)
+            raise
 
     # registration -----------------------------------------------------------------------------------------
 
     def apply_to(self, model: comfy.model_patcher.ModelPatcher, components_patcher) -> None:
-        """Register every patch on `model` (a clone), idempotently, under the key "xdyna"."""
+        """Register every patch on `model` (a clone) under the key "xdyna".
+
+        Applying again replaces the earlier X-Dyna patches (the last settings win), never stacks on them.
+        """
         wrappers = comfy.patcher_extension.WrappersMP
-        model.remove_wrappers_with_key(wrappers.DIFFUSION_MODEL, KEY)
-        model.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, KEY, self.diffusion_model_wrapper)
+        for kind, wrapper in (
+            (wrappers.DIFFUSION_MODEL, self.diffusion_model_wrapper),
+            (wrappers.OUTER_SAMPLE, self.outer_sample_wrapper),
+        ):
+            model.remove_wrappers_with_key(kind, KEY)
+            model.add_wrapper_with_key(kind, KEY, wrapper)
+        remove_xdyna_patches(model)
         model.set_model_attn1_patch(self.attn1_patch)
         model.set_model_attn1_output_patch(self.attn1_output_patch)
         model.set_model_attn2_patch(self.attn2_patch)
         model.set_model_attn2_output_patch(self.attn2_output_patch)
         model.set_model_forward_timestep_embed_patch((MotionModuleSlot, self.motion_handler))
-        model.set_injections(KEY, [comfy.model_patcher.PatcherInjection(inject=_inject_slots, eject=_eject_slots)])
         model.set_additional_models(KEY, [components_patcher])
-        unet = model.get_model_object("diffusion_model")
-        for name, module in unet.named_modules():
-            if isinstance(module, ResBlock):
-                for norm in ("in_layers.0", "out_layers.0"):
-                    original = model.get_model_object(f"diffusion_model.{name}.{norm}")
-                    model.add_object_patch(
-                        f"diffusion_model.{name}.{norm}", JointGroupNorm(original, self.norm_runtime)
-                    )
-        final_norm = model.get_model_object("diffusion_model.out.0")
-        model.add_object_patch("diffusion_model.out.0", JointGroupNorm(final_norm, self.norm_runtime))
+        for prefix, block in MOTION_PLACEMENTS.items():
+            key = block_key(block)
+            model.add_object_patch(key, sequence_with_slot(model.get_model_object(key), prefix, self))
+        for key in norm_stack_keys(model.get_model_object("diffusion_model")):
+            model.add_object_patch(key, joint_norm_stack(model.get_model_object(key)))
         model.add_object_patch("model_sampling", xdyna_model_sampling())
 
 
+def norm_stack_keys(unet: nn.Module) -> list[str]:
+    """ModelPatcher keys of the norm stacks X-Dyna normalises jointly: each ResNet's two, and the final one."""
+    keys = []
+    for name, module in list(unet.named_modules()):  # a snapshot: nothing iterates the live tree while it changes
+        if isinstance(module, ResBlock):
+            if getattr(module, "use_scale_shift_norm", False) or getattr(module, "updown", False):
+                raise XDynaInputError(f"UNet ResNet {name} is not SD1.5's (scale-shift norm or resampling)")
+            keys += [f"diffusion_model.{name}.in_layers", f"diffusion_model.{name}.out_layers"]
+    return [*keys, "diffusion_model.out"]
+
+
+def remove_xdyna_patches(model: comfy.model_patcher.ModelPatcher) -> None:
+    """Drop X-Dyna's attention and motion patches from `model`'s patch lists (other packs' stay, in order)."""
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    for name, entries in list(patches.items()):
+        kept = [entry for entry in entries if not _is_xdyna_entry(entry)]
+        if len(kept) != len(entries):
+            patches[name] = kept
+
+
+def _is_xdyna_entry(entry) -> bool:
+    handler = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
+    return isinstance(getattr(handler, "__self__", None), XDynaPatch)
+
+
+def restore_unet(patcher: comfy.model_patcher.ModelPatcher) -> None:
+    """Put back the UNet modules that `patcher`'s object patches replaced (weights and devices stay as loaded)."""
+    patcher.unpatch_model(device_to=None, unpatch_weights=False)
+
+
 # --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _attention(transformer_options: dict):
+    """ComfyUI's attention with the call's options, so a user's `optimized_attention_override` applies too."""
+    return functools.partial(comfy_attention.optimized_attention, transformer_options=transformer_options)
+
+
+def _weight_only(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`W x` of a linear layer, without its bias, with the weight ComfyUI would use (cast, offloaded, patched)."""
+    if hasattr(layer, "comfy_cast_weights"):
+        weight, _ = comfy.ops.cast_bias_weight(layer, x)
+    else:
+        weight = layer.weight.to(device=x.device, dtype=x.dtype)
+    return F.linear(x, weight)
 
 
 def _stash(kind: str, hidden: torch.Tensor, extra_options: dict) -> None:
@@ -362,7 +461,7 @@ def _take(kind: str, extra_options: dict):
 
 
 class XDynaSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-    """EPS sampling with AnimateDiff's betas (sqrt_linear), which the official DDIM schedule uses (spec §4)."""
+    """EPS sampling with AnimateDiff's betas (sqrt_linear), which the official DDIM schedule uses (§4)."""
 
 
 def xdyna_model_sampling() -> nn.Module:
@@ -371,7 +470,7 @@ def xdyna_model_sampling() -> nn.Module:
 
 
 def unet_reference_input(latent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The clean reference latent as the UNet sees it: scaled by the SD1.5 factor, never noised (spec §3)."""
+    """The clean reference latent as the UNet sees it: scaled by the SD1.5 factor, never noised (§3)."""
     return latent_formats.SD15().process_in(latent).to(device=like.device, dtype=like.dtype)
 
 
@@ -395,7 +494,7 @@ def _is_per_frame(value, x: torch.Tensor) -> bool:
 
 
 def _control_with_reference(control, chunks: int):
-    """ControlNet residuals for [reference + frames]: the reference frame gets zeros (spec §3.5)."""
+    """ControlNet residuals for [reference + frames]: the reference frame gets zeros (§3.5)."""
     if control is None:
         return None
     padded = {}
@@ -412,33 +511,21 @@ def _zero_first_per_chunk(r: torch.Tensor, chunks: int) -> torch.Tensor:
     return torch.cat([torch.zeros_like(clips[:, :1]), clips], dim=1).reshape(-1, *r.shape[1:])
 
 
-def _cast_call(layer: nn.Linear):
-    """Run an X-Dyna projection in its own dtype/device and hand back the caller's dtype."""
+def build_components(parts, dtype: torch.dtype) -> XDynaComponents:
+    """The X-Dyna weights of a split checkpoint as modules of ComfyUI's casting layers, stored in `dtype`.
 
-    def call(x: torch.Tensor) -> torch.Tensor:
-        weight = layer.weight
-        return layer(x.to(device=weight.device, dtype=weight.dtype)).to(x.dtype)
-
-    return call
-
-
-def _inject_slots(model: comfy.model_patcher.ModelPatcher) -> None:
-    unet = model.model.diffusion_model
-    for prefix, block in MOTION_PLACEMENTS.items():
-        sequence = _block_sequence(unet, block)
-        if any(isinstance(m, MotionModuleSlot) and m.prefix == prefix for m in sequence):
-            continue
-        position = len(sequence) - 1 if isinstance(sequence[-1], Upsample) else len(sequence)
-        sequence.insert(position, MotionModuleSlot(prefix))
-
-
-def _eject_slots(model: comfy.model_patcher.ModelPatcher) -> None:
-    unet = model.model.diffusion_model
-    for block in set(MOTION_PLACEMENTS.values()):
-        sequence = _block_sequence(unet, block)
-        for position in reversed(range(len(sequence))):
-            if isinstance(sequence[position], MotionModuleSlot):
-                del sequence[position]
+    `comfy.ops.manual_cast` layers cast their weights to each input's dtype and device, so the components
+    compute in the UNet's compute dtype (also when it differs from the stored one) and ComfyUI's memory
+    manager can leave any of them on the offload device under a lowvram budget.
+    """
+    return XDynaComponents.from_parts(
+        parts.dynamics_adapter,
+        parts.ip_adapter,
+        parts.motion_modules,
+        motion_heads=parts.config.attention_heads,
+        operations=comfy.ops.manual_cast,
+        dtype=dtype,
+    )
 
 
 def components_model_patcher(components: XDynaComponents) -> comfy.model_patcher.ModelPatcher:

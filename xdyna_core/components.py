@@ -3,6 +3,10 @@
 One `XDynaComponents` module holds all three, keyed by the diffusers name of the block each belongs to
 (e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn1`), so the ComfyUI glue can move it on and off
 the GPU as one model beside the UNet and look up a block's parts by name.
+
+Every layer comes from an `operations` namespace (`torch.nn` by default); the ComfyUI glue passes ComfyUI's
+casting ops, so each projection computes in its input's dtype on its input's device, whatever dtype the
+weights are stored in and wherever the memory manager left them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .motion_module import MotionModule
+from .motion_module import MotionModule, Operations
 
 
 def module_key(diffusers_prefix: str) -> str:
@@ -20,11 +24,12 @@ def module_key(diffusers_prefix: str) -> str:
     return diffusers_prefix.replace(".", "__")
 
 
-def _linear_from(weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta", dtype=weight.dtype)
-    layer.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-    if bias is not None:
-        layer.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+def _linear_from(weight: torch.Tensor, bias: torch.Tensor | None = None, operations: Operations = nn) -> nn.Linear:
+    """An `operations.Linear` holding these tensors (assigned, not copied)."""
+    with torch.device("meta"):
+        layer = operations.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    state = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    layer.load_state_dict(state, strict=True, assign=True)
     return layer
 
 
@@ -42,8 +47,11 @@ class DynamicsAdapterBlock(nn.Module):
         self.to_out_ff = to_out_ff
 
     @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor]) -> DynamicsAdapterBlock:
-        return cls(_linear_from(sd["to_q_ff.weight"]), _linear_from(sd["to_out_ff.weight"], sd["to_out_ff.bias"]))
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], operations: Operations = nn) -> DynamicsAdapterBlock:
+        return cls(
+            _linear_from(sd["to_q_ff.weight"], operations=operations),
+            _linear_from(sd["to_out_ff.weight"], sd["to_out_ff.bias"], operations),
+        )
 
 
 class ImagePromptKV(nn.Module):
@@ -55,8 +63,11 @@ class ImagePromptKV(nn.Module):
         self.to_v_ip = to_v_ip
 
     @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor]) -> ImagePromptKV:
-        return cls(_linear_from(sd["to_k_ip.weight"]), _linear_from(sd["to_v_ip.weight"]))
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], operations: Operations = nn) -> ImagePromptKV:
+        return cls(
+            _linear_from(sd["to_k_ip.weight"], operations=operations),
+            _linear_from(sd["to_v_ip.weight"], operations=operations),
+        )
 
 
 class XDynaComponents(nn.Module):
@@ -87,12 +98,27 @@ class XDynaComponents(nn.Module):
         ip_adapter: Mapping[str, Mapping[str, torch.Tensor]],
         motion_modules: Mapping[str, Mapping[str, torch.Tensor]],
         motion_heads: int = 8,
+        operations: Operations = nn,
+        dtype: torch.dtype | None = None,
     ) -> XDynaComponents:
-        """Build from per-block state dicts, as `checkpoints.split_xdyna_unet` returns them."""
+        """Build from per-block state dicts, as `checkpoints.split_xdyna_unet` returns them.
+
+        Args:
+            motion_heads: attention heads of the motion modules (8; the weights do not record it).
+            operations: where the layers come from.
+            dtype: the dtype to store the weights in (None keeps the checkpoint's).
+        """
+
+        def cast(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v if dtype is None else v.to(dtype) for k, v in sd.items()}
+
         return cls(
-            {k: DynamicsAdapterBlock.from_state_dict(sd) for k, sd in dynamics_adapter.items()},
-            {k: ImagePromptKV.from_state_dict(sd) for k, sd in ip_adapter.items()},
-            {k: MotionModule.from_state_dict(sd, heads=motion_heads) for k, sd in motion_modules.items()},
+            {k: DynamicsAdapterBlock.from_state_dict(cast(sd), operations) for k, sd in dynamics_adapter.items()},
+            {k: ImagePromptKV.from_state_dict(cast(sd), operations) for k, sd in ip_adapter.items()},
+            {
+                k: MotionModule.from_state_dict(cast(sd), heads=motion_heads, operations=operations)
+                for k, sd in motion_modules.items()
+            },
         )
 
     def adapter(self, attn1_prefix: str) -> DynamicsAdapterBlock | None:

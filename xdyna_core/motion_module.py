@@ -7,6 +7,11 @@ feature map is a separate sequence of F tokens. `MotionModule.state_dict()` has 
 
 X-Dyna runs the modules on the F window frames only and passes the reference frame 0 through unchanged
 (the release's `cross_id`); that slicing belongs to the caller, this module sees the frames it should mix.
+
+Layers are made from an `operations` namespace (`Linear`, `LayerNorm`, `GroupNorm`), `torch.nn` by default,
+as ComfyUI's own models are: the ComfyUI glue passes layers that cast their weights to the input's dtype and
+device per call, so the modules compute in whatever precision the UNet computes in and run with their
+weights left on the offload device (lowvram). The buffers (`pos_encoder.pe`) follow the input likewise.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .attention import AttentionFn, sdpa_attention
+
+Operations = Any  # a namespace with Linear, LayerNorm and GroupNorm classes: torch.nn, or comfy.ops.*
 
 # Some attention kernels put batch * heads on a CUDA grid axis limited to 65535 blocks. A motion module's
 # batch is every spatial location of every clip (a 896x512 window at the first level: 2 x 112 x 64 = 14336
@@ -62,17 +70,18 @@ class TemporalSelfAttention(nn.Module):
         dim: token width.
         heads: number of attention heads (8 in AnimateDiff and X-Dyna; not recorded in the weights).
         pe_length: rows of the position table, the longest window the module accepts (24 as released).
+        operations: where the layers come from (`torch.nn` or a ComfyUI ops namespace).
     """
 
-    def __init__(self, dim: int, heads: int = 8, pe_length: int = 24) -> None:
+    def __init__(self, dim: int, heads: int = 8, pe_length: int = 24, operations: Operations = nn) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"motion module width {dim} is not divisible by {heads} heads")
         self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # diffusers' to_out.0 (its to_out.1 is a dropout)
+        self.to_q = operations.Linear(dim, dim, bias=False)
+        self.to_k = operations.Linear(dim, dim, bias=False)
+        self.to_v = operations.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([operations.Linear(dim, dim)])  # diffusers' to_out.0 (to_out.1 is a dropout)
         self.pos_encoder = PositionalEncoding(dim, pe_length)
 
     def forward(
@@ -82,7 +91,7 @@ class TemporalSelfAttention(nn.Module):
         bf, tokens, dim = x.shape
         seqs = x.reshape(bf // num_frames, num_frames, tokens, dim).transpose(1, 2).reshape(-1, num_frames, dim)
         # As released, the position is added to the normed input itself, so q, k and v all carry it.
-        seqs = seqs + self.pos_encoder.pe[:, :num_frames].to(seqs.dtype)
+        seqs = seqs + self.pos_encoder.pe[:, :num_frames].to(device=seqs.device, dtype=seqs.dtype)
         q, k, v = self.to_q(seqs), self.to_k(seqs), self.to_v(seqs)
         chunk = chunk_size or max(1, CUDA_GRID_LIMIT // self.heads)
         if chunk >= q.shape[0]:
@@ -101,9 +110,9 @@ class TemporalSelfAttention(nn.Module):
 class GEGLU(nn.Module):
     """Gated GELU projection as in diffusers: the first half of `proj`'s output is the value, the second the gate."""
 
-    def __init__(self, dim: int, inner_dim: int) -> None:
+    def __init__(self, dim: int, inner_dim: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, 2 * inner_dim)
+        self.proj = operations.Linear(dim, 2 * inner_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
@@ -113,9 +122,9 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     """GEGLU feed-forward; `net` mirrors diffusers' (GEGLU, Dropout, Linear) so keys read `net.0.proj`, `net.2`."""
 
-    def __init__(self, dim: int, inner_dim: int) -> None:
+    def __init__(self, dim: int, inner_dim: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.net = nn.ModuleList([GEGLU(dim, inner_dim), nn.Identity(), nn.Linear(inner_dim, dim)])
+        self.net = nn.ModuleList([GEGLU(dim, inner_dim, operations), nn.Identity(), operations.Linear(inner_dim, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
@@ -132,16 +141,25 @@ class TemporalTransformerBlock(nn.Module):
         num_attention_blocks: temporal self-attentions in sequence (2 as released).
         pe_length: rows of each attention's position table.
         ff_inner_dim: hidden width of the feed-forward (4 x dim as released).
+        operations: where the layers come from.
     """
 
-    def __init__(self, dim: int, heads: int, num_attention_blocks: int, pe_length: int, ff_inner_dim: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        num_attention_blocks: int,
+        pe_length: int,
+        ff_inner_dim: int,
+        operations: Operations = nn,
+    ) -> None:
         super().__init__()
         self.attention_blocks = nn.ModuleList(
-            [TemporalSelfAttention(dim, heads, pe_length) for _ in range(num_attention_blocks)]
+            [TemporalSelfAttention(dim, heads, pe_length, operations) for _ in range(num_attention_blocks)]
         )
-        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
-        self.ff = FeedForward(dim, ff_inner_dim)
-        self.ff_norm = nn.LayerNorm(dim)
+        self.norms = nn.ModuleList([operations.LayerNorm(dim) for _ in range(num_attention_blocks)])
+        self.ff = FeedForward(dim, ff_inner_dim, operations)
+        self.ff_norm = operations.LayerNorm(dim)
 
     def forward(
         self, x: torch.Tensor, num_frames: int, attention: AttentionFn, chunk_size: int | None = None
@@ -162,6 +180,7 @@ class TemporalTransformer3DModel(nn.Module):
         pe_length: position table rows (24).
         ff_inner_dim: feed-forward hidden width (4 x channels).
         norm_groups: GroupNorm groups (32).
+        operations: where the layers come from.
     """
 
     def __init__(
@@ -173,21 +192,22 @@ class TemporalTransformer3DModel(nn.Module):
         pe_length: int = 24,
         ff_inner_dim: int | None = None,
         norm_groups: int = 32,
+        operations: Operations = nn,
     ) -> None:
         super().__init__()
         if channels % norm_groups:
             raise ValueError(f"motion module width {channels} is not divisible into {norm_groups} GroupNorm groups")
         # eps 1e-6 as released (the LayerNorms keep PyTorch's default 1e-5).
-        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
-        self.proj_in = nn.Linear(channels, channels)
+        self.norm = operations.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = operations.Linear(channels, channels)
         inner = ff_inner_dim or 4 * channels
         self.transformer_blocks = nn.ModuleList(
             [
-                TemporalTransformerBlock(channels, heads, num_attention_blocks, pe_length, inner)
+                TemporalTransformerBlock(channels, heads, num_attention_blocks, pe_length, inner, operations)
                 for _ in range(num_transformer_blocks)
             ]
         )
-        self.proj_out = nn.Linear(channels, channels)
+        self.proj_out = operations.Linear(channels, channels)
 
     def forward(
         self, x: torch.Tensor, num_frames: int, attention: AttentionFn, chunk_size: int | None = None
@@ -217,6 +237,7 @@ class MotionModule(nn.Module):
         pe_length: the longest window, in frames, the module can position-encode (24).
         ff_inner_dim: feed-forward hidden width (4 x channels).
         norm_groups: GroupNorm groups (32).
+        operations: where the layers come from (`torch.nn`, or ComfyUI ops that cast per layer).
     """
 
     def __init__(
@@ -228,15 +249,32 @@ class MotionModule(nn.Module):
         pe_length: int = 24,
         ff_inner_dim: int | None = None,
         norm_groups: int = 32,
+        operations: Operations = nn,
     ) -> None:
         super().__init__()
         self.temporal_transformer = TemporalTransformer3DModel(
-            channels, heads, num_transformer_blocks, num_attention_blocks, pe_length, ff_inner_dim, norm_groups
+            channels,
+            heads,
+            num_transformer_blocks,
+            num_attention_blocks,
+            pe_length,
+            ff_inner_dim,
+            norm_groups,
+            operations,
         )
 
     @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], heads: int = 8, norm_groups: int = 32) -> MotionModule:
-        """A module shaped after `sd` (one motion module's keys) with those tensors loaded strictly."""
+    def from_state_dict(
+        cls,
+        sd: Mapping[str, torch.Tensor],
+        heads: int = 8,
+        norm_groups: int = 32,
+        operations: Operations = nn,
+    ) -> MotionModule:
+        """A module shaped after `sd` (one motion module's keys) holding those tensors, loaded strictly.
+
+        The module's parameters are `sd`'s tensors themselves (assigned, not copied), in their dtype.
+        """
         try:
             channels = sd["temporal_transformer.norm.weight"].shape[0]
             prefix = "temporal_transformer.transformer_blocks.0"
@@ -252,11 +290,9 @@ class MotionModule(nn.Module):
         num_attn = len(blocks[0])
         if sorted(blocks) != list(range(num_blocks)) or any(v != set(range(num_attn)) for v in blocks.values()):
             raise ValueError(f"motion module attention blocks are not numbered consistently: {sorted(blocks.items())}")
-        reference = sd["temporal_transformer.norm.weight"]
-        with torch.device(reference.device):  # built where the tensors are: meta tensors give a meta module
-            module = cls(channels, heads, num_blocks, num_attn, pe_length, ff_inner_dim, norm_groups)
-        module.to(dtype=reference.dtype)
-        module.load_state_dict(sd, strict=True)
+        with torch.device("meta"):  # no memory for weights that the checkpoint's tensors replace
+            module = cls(channels, heads, num_blocks, num_attn, pe_length, ff_inner_dim, norm_groups, operations)
+        module.load_state_dict(sd, strict=True, assign=True)
         return module
 
     @property

@@ -28,7 +28,12 @@ class TinyXDyna:
 
 
 def tiny_xdyna(
-    comfy_host, seed: int = 0, layout: UNetLayout = TINY_UNET, residual_gain: float = 1.0, output_gain: float = 1.0
+    comfy_host,
+    seed: int = 0,
+    layout: UNetLayout = TINY_UNET,
+    residual_gain: float = 1.0,
+    output_gain: float = 1.0,
+    precision: str = "fp32",
 ) -> TinyXDyna:
     """Split a tiny official-layout checkpoint and build the MODEL and X-Dyna weights the way XDyna_LoadModel does.
 
@@ -44,14 +49,11 @@ def tiny_xdyna(
         sd = {k: v * output_gain if k.startswith("conv_out.") else v for k, v in sd.items()}
     checkpoints = pack(comfy_host, "xdyna_core.checkpoints")
     glue = pack(comfy_host, "nodes.comfy_glue")
-    components_mod = pack(comfy_host, "xdyna_core.components")
     model_nodes = pack(comfy_host, "nodes.model_nodes")
     model_patch = pack(comfy_host, "nodes.model_patch")
     parts = checkpoints.split_xdyna_unet(sd, "tiny.ckpt")
-    model = glue.build_sd15_model(parts.unet, "fp32")
-    components = components_mod.XDynaComponents.from_parts(
-        parts.dynamics_adapter, parts.ip_adapter, parts.motion_modules
-    )
+    model = glue.build_sd15_model(parts.unet, precision)
+    components = model_patch.build_components(parts, model.model_dtype())
     weights = model_nodes.XDynaWeights(
         components, model_patch.components_model_patcher(components), parts.config, "tiny"
     )
