@@ -11,8 +11,9 @@ from comfy_api.latest import io
 
 from ..xdyna_core.checkpoints import load_state_dict_file
 from ..xdyna_core.hints import HintFrames, as_hint_frames
-from ..xdyna_core.latents import ddim_timesteps, initial_latent, mask_generator
+from ..xdyna_core.latents import initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
+from ..xdyna_core.schedule import MAX_STEPS, sampling_timesteps
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
 from . import comfy_glue
 from .context_patch import ContextOptions
@@ -21,6 +22,7 @@ from .types import FaceCondition, PoseFrames, XDynaReferenceType
 CATEGORY = "X-Dyna"
 SD15_LATENT_SCALE = 0.18215
 MAX_FRAMES = 4096
+XDYNA_SCHEDULER = "xdyna_ddim"  # the released DDIM timesteps (xdyna_core/schedule.py)
 
 
 # --- ControlNets --------------------------------------------------------------------------------------------
@@ -254,17 +256,54 @@ def xdyna_initial_latent(reference: XDynaReference, frames: int, seed: int) -> d
     return {"samples": latent.contiguous()}
 
 
-def official_sigmas(model, steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """The released DDIM timesteps ("leading", offset 1: 961, 921, ..., 1 for 25 steps) as sigmas ending in 0.
+def released_sigmas(model, steps: int, denoise: float = 1.0, sampler_name: str | None = None) -> torch.Tensor:
+    """The released DDIM timesteps for `steps` steps at `denoise`, as the model's sigmas, ending in 0.
 
-    Core's `ddim_uniform` gives the same list when `steps` divides 1000 (10, 20, 25, 50, ...) but not otherwise
-    (30 steps: 991, 958, ... against the release's 958, 925, ...); a partial denoise keeps the last steps, as
-    core's KSampler does.
+    For the samplers that ComfyUI runs on one more step and then drops the penultimate sigma (dpm_2, uni_pc,
+    ...), the same is done here, as core's KSampler does for its own schedulers.
     """
-    total = steps if denoise >= 1.0 else max(steps, int(steps / max(denoise, 1e-4)))
-    timesteps = torch.tensor(ddim_timesteps(total), dtype=torch.float32)
-    sigmas = model.get_model_object("model_sampling").sigma(timesteps).float().cpu()
-    return torch.cat([sigmas, torch.zeros(1)])[-(steps + 1) :]
+    discard_penultimate = sampler_name in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+    timesteps = sampling_timesteps(steps + discard_penultimate, denoise)
+    if not timesteps:
+        return torch.zeros(0)
+    model_sampling = model.get_model_object("model_sampling")
+    sigmas = model_sampling.sigma(torch.tensor(timesteps, dtype=torch.float32)).float().cpu()
+    sigmas = torch.cat([sigmas, torch.zeros(1)])
+    if discard_penultimate:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas
+
+
+class XDynaScheduler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="XDyna_Scheduler",
+            display_name="X-Dyna Scheduler",
+            category=CATEGORY,
+            description=(
+                "The released DDIM timesteps (961, 921, ..., 1 for 25 steps) as SIGMAS for SamplerCustom or "
+                "SamplerCustomAdvanced, for any step count. Core's ddim_uniform gives the same only when the "
+                "steps divide 1000 (10, 20, 25, 40, 50, ...)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL from X-Dyna Apply Dynamics-Adapter (its sigmas are used)."),
+                io.Int.Input("steps", default=25, min=1, max=MAX_STEPS, tooltip="Sampling steps (25 as released)."),
+                io.Float.Input(
+                    "denoise",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Below 1 runs the last steps of a longer schedule, as KSampler does.",
+                ),
+            ],
+            outputs=[io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, steps: int, denoise: float) -> io.NodeOutput:
+        return io.NodeOutput(released_sigmas(model, steps, denoise))
 
 
 class XDynaInitLatent(io.ComfyNode):
@@ -276,7 +315,8 @@ class XDynaInitLatent(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "The latent X-Dyna starts from: the reference repeated over the frames, mixed with a blurred "
-                "copy by a seeded mask. Feed it to a stock KSampler (denoise 1) with the same seed to get what "
+                "copy by a seeded mask. Feed it, with the same seed, to SamplerCustom with X-Dyna Scheduler's "
+                "sigmas (or to a stock KSampler with ddim / ddim_uniform when the steps divide 1000) to get what "
                 "X-Dyna Temporal Sampler gives."
             ),
             inputs=[
@@ -336,15 +376,16 @@ class XDynaTemporalSampler(io.ComfyNode):
                     control_after_generate=True,
                     tooltip="Seeds the noise, the blur mask and the window offsets: same seed, same video.",
                 ),
-                io.Int.Input("steps", default=25, min=1, max=1000),
+                io.Int.Input("steps", default=25, min=1, max=MAX_STEPS, tooltip="Sampling steps (25 as released)."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="ddim"),
                 io.Combo.Input(
                     "scheduler",
-                    options=list(comfy.samplers.KSampler.SCHEDULERS),
-                    default="ddim_uniform",
-                    tooltip="ddim_uniform here uses the released DDIM timesteps for any step count (core's "
-                    "ddim_uniform matches them only when the steps divide 1000).",
+                    options=[XDYNA_SCHEDULER, *comfy.samplers.KSampler.SCHEDULERS],
+                    default=XDYNA_SCHEDULER,
+                    tooltip="xdyna_ddim: the released DDIM timesteps for any step count. The others are "
+                    "ComfyUI's schedulers as they are (its ddim_uniform equals the release only when the steps "
+                    "divide 1000).",
                 ),
                 io.Int.Input(
                     "window_length",
@@ -398,21 +439,23 @@ class XDynaTemporalSampler(io.ComfyNode):
         latent = xdyna_initial_latent(reference, count, seed)["samples"]
         noise = comfy.sample.prepare_noise(latent, seed)
         callback = latent_preview.prepare_callback(windowed, steps)
+        sigmas = released_sigmas(windowed, steps, denoise, sampler_name) if scheduler == XDYNA_SCHEDULER else None
         samples = comfy.sample.sample(
             windowed,
             noise,
             steps,
             cfg,
             sampler_name,
-            scheduler,
+            comfy.samplers.KSampler.SCHEDULERS[0] if scheduler == XDYNA_SCHEDULER else scheduler,
             positive,
             negative,
             latent,
             denoise=denoise,
+            sigmas=sigmas,
             callback=callback,
             seed=seed,
         )
         return io.NodeOutput({"samples": samples})
 
 
-NODES = [XDynaLoadControlNet, XDynaApplyControlNets, XDynaInitLatent, XDynaTemporalSampler]
+NODES = [XDynaLoadControlNet, XDynaApplyControlNets, XDynaInitLatent, XDynaScheduler, XDynaTemporalSampler]

@@ -1,4 +1,4 @@
-"""The initial latent of an X-Dyna video (spec §4), and its noising to the first timestep.
+"""The initial latent of an X-Dyna video (docs/xdyna_model.md §4), before its noising to the first timestep.
 
 As released, the video does not start from pure noise: the reference latent (VAE latent × 0.18215) is repeated
 over the N frames, each element is kept sharp or replaced by a Gaussian-blurred copy of the reference by a fair
@@ -24,13 +24,8 @@ BLUR_KERNEL_SIZE = 9
 BLUR_SIGMA = 18.0
 SHARP_THRESHOLD = 0.5  # an element stays sharp where its uniform draw is >= this (probability 0.5)
 
-# The official DDIMScheduler config (configs/x_dyna.yaml): linear betas from 0.00085 to 0.012 over 1000 steps.
-NUM_TRAIN_TIMESTEPS = 1000
-BETA_START = 0.00085
-BETA_END = 0.012
-
 # XORed into the user's seed so the mask is a stream of its own, apart from the initial noise that ComfyUI draws
-# from `manual_seed(seed)` and from the window offsets (`windows.window_offsets`).
+# from `manual_seed(seed)` (comfy.sample.prepare_noise) and from the window offsets (`windows.window_offsets`).
 _MASK_STREAM = 0x626C_7572_6D61_736B
 _MAX_SEED = 2**64 - 1
 
@@ -120,71 +115,3 @@ def initial_latent(reference: torch.Tensor, num_frames: int, generator: torch.Ge
     mask = sharp_mask(num_frames, channels, height, width, generator).to(reference.device)
     # Every frame is the same reference, so blurring it once equals the release's per-frame blur.
     return torch.where(mask, reference, gaussian_blur(reference).to(reference.dtype))
-
-
-def initial_noise(like: torch.Tensor, seed: int) -> torch.Tensor:
-    """Standard normal noise shaped like `like`, drawn in float32 on the CPU from a generator seeded with `seed`,
-    as ComfyUI's `comfy.sample.prepare_noise` does, so a stock KSampler with the same seed adds the same noise."""
-    if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"the seed must lie in [0, 2**64 - 1], got {seed}")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.randn(like.shape, generator=generator, dtype=torch.float32, device="cpu")
-    return noise.to(device=like.device, dtype=like.dtype)
-
-
-# ---------------------------------------------------------------------------------------------- noise schedule
-
-
-def alphas_cumprod(
-    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = BETA_START, beta_end: float = BETA_END
-) -> torch.Tensor:
-    """ᾱ_t of the official scheduler: float32 cumulative product of 1 − linspace(beta_start, beta_end).
-
-    diffusers' "linear" schedule, which ComfyUI calls "sqrt_linear" (its "linear" means scaled_linear). ComfyUI
-    forms the same product in float64 before casting its sigmas to float32; the two agree to ~1e-6 relative.
-    """
-    betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
-    return torch.cumprod(1.0 - betas, dim=0)
-
-
-def ddim_timesteps(steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
-    """The official DDIM timesteps, "leading" spacing with steps_offset 1: 961, 921, …, 1 for 25 steps.
-
-    ComfyUI's `ddim_uniform` scheduler gives the same list only when `steps` divides 1000 (10, 20, 25, 40, 50,
-    …); for other counts it starts higher and takes one step more (30 steps: 991, 958, …, 1 against the
-    release's 958, 925, …, 1), so sigmas built from this list are needed to match the release there.
-    """
-    if not 1 <= steps <= num_train_timesteps:
-        raise ValueError(f"steps must lie in [1, {num_train_timesteps}], got {steps}")
-    ratio = num_train_timesteps // steps
-    return [i * ratio + 1 for i in reversed(range(steps))]
-
-
-def ddim_sigmas(steps: int) -> torch.Tensor:
-    """ComfyUI-style sigmas of the official timesteps, ending in 0 (the release's last step goes to ᾱ = 1)."""
-    table = alphas_cumprod()
-    timesteps = torch.tensor(ddim_timesteps(steps))
-    return torch.cat([sigma_from_alpha_cumprod(table[timesteps]), torch.zeros(1)])
-
-
-def sigma_from_alpha_cumprod(alpha_cumprod: torch.Tensor | float) -> torch.Tensor:
-    """ComfyUI's sigma of a timestep: `√((1 − ᾱ) / ᾱ)`."""
-    a = torch.as_tensor(alpha_cumprod)
-    return ((1 - a) / a) ** 0.5
-
-
-def noise_to_timestep(x0: torch.Tensor, noise: torch.Tensor, alpha_cumprod: torch.Tensor | float) -> torch.Tensor:
-    """The official forward process (DDIMScheduler.add_noise): `√ᾱ · x0 + √(1 − ᾱ) · ε`."""
-    a = torch.as_tensor(alpha_cumprod, dtype=x0.dtype, device=x0.device)
-    return a**0.5 * x0 + (1 - a) ** 0.5 * noise
-
-
-def noise_to_sigma(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """ComfyUI's noising of a latent to `sigma` below the schedule's maximum: `x0 + σ · ε`."""
-    return x0 + torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device) * noise
-
-
-def model_input_from_sigma(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """What ComfyUI feeds an ε-prediction UNet for `x` at `sigma`: `x / √(σ² + 1)` (sigma_data 1)."""
-    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    return x / (s**2 + 1) ** 0.5

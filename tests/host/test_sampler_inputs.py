@@ -27,7 +27,7 @@ def setup(comfy_host):
     return model, reference, text
 
 
-def sample(comfy_host, setup, frames=5, steps=2, scheduler="ddim_uniform", length=16, overlap=4, **kwargs):
+def sample(comfy_host, setup, frames=5, steps=2, scheduler="xdyna_ddim", length=16, overlap=4, **kwargs):
     model, reference, text = setup
     positive, negative = kwargs.pop("conditioning", (text, text))
     sampler = pack(comfy_host, "nodes.sampling_nodes").XDynaTemporalSampler
@@ -35,18 +35,69 @@ def sample(comfy_host, setup, frames=5, steps=2, scheduler="ddim_uniform", lengt
     return sampler.execute(*args, "uniform_closed_loop", 1.0, **kwargs).args[0]["samples"]
 
 
-@pytest.mark.parametrize("steps", [25, 30, 7])
-def test_released_timesteps_for_any_step_count(comfy_host, setup, steps):
+def recording(model):
+    """A copy of `model` whose UNet records the timestep of each call and returns zeros instead of working."""
+    import comfy.patcher_extension
+
+    seen: list[float] = []
+
+    def record(executor, x, timesteps, *args, **kwargs):
+        seen.append(float(timesteps.flatten()[0]))
+        return torch.zeros_like(x)
+
+    copy = model.clone()
+    copy.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
+    return copy, seen
+
+
+def steps_run(seen: list[float]) -> list[int]:
+    """One entry per sampling step (both CFG branches of a step may come in one call or two)."""
+    return [int(t) for t in dict.fromkeys(seen)]
+
+
+def test_the_temporal_sampler_runs_the_released_timesteps_for_every_step_count(comfy_host, setup):
+    model, reference, text = setup
+    sampler = pack(comfy_host, "nodes.sampling_nodes").XDynaTemporalSampler
+    for steps in range(1, 101):
+        copy, seen = recording(model)
+        args = (copy, text, text, reference, 1, 7, steps, 7.5, "ddim", "xdyna_ddim", 16, 4, "uniform_closed_loop")
+        sampler.execute(*args, 1.0)
+        assert steps_run(seen) == ddim_timesteps(steps), f"{steps} steps"
+        assert all(t == int(t) for t in seen)
+
+
+def test_the_scheduler_node_gives_stock_samplers_the_released_timesteps(comfy_host, setup):
+    """X-Dyna Scheduler → core SamplerCustom (ddim from KSamplerSelect): the UNet sees the released timesteps."""
+    model, reference, text = setup
+    sampling = pack(comfy_host, "nodes.sampling_nodes")
+    core = comfy_host.nodes.NODE_CLASS_MAPPINGS
+    sampler = core["KSamplerSelect"].execute("ddim").args[0]
+    latent = sampling.XDynaInitLatent.execute(reference, 1, 7).args[0]
+    for steps in range(1, 101):
+        copy, seen = recording(model)
+        sigmas = sampling.XDynaScheduler.execute(copy, steps, 1.0).args[0]
+        core["SamplerCustom"].execute(copy, True, 7, 7.5, text, text, sampler, sigmas, latent)
+        assert steps_run(seen) == ddim_timesteps(steps), f"{steps} steps"
+
+
+def test_released_sigmas_are_the_release_alphas_and_follow_core_samplers_conventions(comfy_host, setup):
     import comfy.samplers
 
     model = setup[0]
-    sigmas = pack(comfy_host, "nodes.sampling_nodes").official_sigmas(model, steps)
+    sampling = pack(comfy_host, "nodes.sampling_nodes")
     table = alphas_cumprod().double()
-    expected = [((1 - table[t]) / table[t]).sqrt().item() for t in ddim_timesteps(steps)] + [0.0]
-    assert torch.allclose(sigmas.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-4)
-    if 1000 % steps == 0:  # then core's ddim_uniform is the same schedule
-        core = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps)
-        assert torch.allclose(core.float(), sigmas, rtol=1e-6)
+    for steps in (7, 25, 30):
+        sigmas = sampling.released_sigmas(model, steps)
+        expected = [((1 - table[t]) / table[t]).sqrt().item() for t in ddim_timesteps(steps)] + [0.0]
+        torch.testing.assert_close(sigmas.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-4, atol=0)
+    core = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", 25)
+    torch.testing.assert_close(core.float(), sampling.released_sigmas(model, 25), rtol=1e-6, atol=0)
+    # dpm_2 and friends run one step more and drop the penultimate sigma, as core's KSampler does
+    longer = sampling.released_sigmas(model, 11)
+    torch.testing.assert_close(sampling.released_sigmas(model, 10, sampler_name="dpm_2"), longer[[*range(10), 11]])
+    # a partial denoise keeps the tail of the longer schedule
+    torch.testing.assert_close(sampling.released_sigmas(model, 10, 0.5), sampling.released_sigmas(model, 20)[-11:])
+    assert sampling.released_sigmas(model, 10, 0.0).numel() == 0
 
 
 def test_frame_count_comes_from_the_pose_frames(comfy_host, setup):
