@@ -131,12 +131,12 @@ class TinyControlNet:
 
     glue = None  # the pack's comfy_glue module, set by the test that registers these nodes
 
-    def load(self, seed, hint_channels):
+    def load(self, seed, hint_channels, precision="fp32"):
         from tests.fixtures.official_layout import TINY_UNET
         from tests.fixtures.weights import controlnet_state_dict
 
         sd = controlnet_state_dict(TINY_UNET, hint_channels, seed)
-        return (self.glue.build_sd15_controlnet(sd, "fp32"),)
+        return (self.glue.build_sd15_controlnet(sd, precision),)
 
 
 SUPPORT_NODES["XDynaTest_TinyControlNet"] = TinyControlNet

@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.host.xdyna_setup import SD15_LATENT_SCALE, pack, random_reference, tiny_xdyna
-from tests.oracles.xdyna_unet3d import xdyna_unet3d
+from tests.host.xdyna_setup import comfy_eps, oracle_eps, pack, random_reference, tiny_xdyna
 
 H, W, T_INDEX = 4, 6, 500
 ALL = ("dynamics_adapter", "ip_adapter", "motion_modules", "joint_group_norm")
@@ -39,29 +38,10 @@ def patched_model(comfy_host, tiny, reference, parts, strength=1.0):
     return model
 
 
-def comfy_eps(comfy_host, model, latent, noise, text_cond, text_uncond, cfg):
-    """CFG eps from one Euler step of ComfyUI's own sampler, from sigma_t to 0."""
-    import comfy.sample
-    import comfy.samplers
-
-    sigma = model.get_model_object("model_sampling").sigmas[T_INDEX].item()
-    sigmas = torch.tensor([sigma, 0.0])
-    positive, negative = [[text_cond, {}]], [[text_uncond, {}]]
-    sampler = comfy.samplers.sampler_object("euler")
-    out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent, disable_pbar=True)
-    x = latent * SD15_LATENT_SCALE + sigma * noise
-    return (x - out * SD15_LATENT_SCALE) / sigma, x, sigma
-
-
-def oracle_eps(tiny, reference, x, sigma, text_cond, text_uncond, parts):
+def oracle_branches(tiny, reference, x, sigma, text_cond, text_uncond, parts):
     """eps of the conditional and unconditional branches, [2, F, 4, h, w]."""
-    frames = x.shape[0]
-    noisy = (x / (sigma**2 + 1) ** 0.5).unsqueeze(0).expand(2, frames, *x.shape[1:])
-    ref = (reference.latent * SD15_LATENT_SCALE).expand(2, *reference.latent.shape[1:])
-    text = torch.cat([text_cond, text_uncond])
-    tokens = torch.cat([reference.image_tokens, reference.uncond_image_tokens])
     switches = {ORACLE_SWITCH[p]: p in parts for p in ALL}
-    return xdyna_unet3d(tiny.state_dict, noisy, ref, float(T_INDEX), text, tokens, **switches)
+    return oracle_eps(tiny.state_dict, reference, x, sigma, T_INDEX, text_cond, text_uncond, **switches)
 
 
 def inputs(tiny, frames, seed):
@@ -80,9 +60,9 @@ def test_patched_model_matches_the_spec(comfy_host, tiny, frames, parts):
     reference = random_reference(comfy_host, tiny.layout, H, W, seed=frames)
     latent, noise, text_cond, text_uncond = inputs(tiny, frames, seed=100 + frames)
     model = patched_model(comfy_host, tiny, reference, parts)
-    uncond, x, sigma = comfy_eps(comfy_host, model, latent, noise, text_cond, text_uncond, cfg=0.0)
-    cond, _, _ = comfy_eps(comfy_host, model, latent, noise, text_cond, text_uncond, cfg=1.0)
-    expected = oracle_eps(tiny, reference, x, sigma, text_cond, text_uncond, parts)
+    uncond, x, sigma = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)
+    cond, _, _ = comfy_eps(model, latent, noise, text_cond, text_uncond, 1.0, T_INDEX)
+    expected = oracle_branches(tiny, reference, x, sigma, text_cond, text_uncond, parts)
     for name, ours, ref in (("cond", cond, expected[0]), ("uncond", uncond, expected[1])):
         assert ours.shape == ref.shape == (frames, 4, H, W)
         error = (ours - ref).abs().max().item()
@@ -93,5 +73,5 @@ def test_patched_model_matches_the_spec(comfy_host, tiny, frames, parts):
     if parts == ("motion_modules",) and frames == 1:
         return
     plain_model = patched_model(comfy_host, tiny, reference, ())
-    plain, _, _ = comfy_eps(comfy_host, plain_model, latent, noise, text_cond, text_uncond, cfg=0.0)
+    plain, _, _ = comfy_eps(plain_model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)
     assert (uncond - plain).abs().max().item() > 1e-3, f"parts {parts} changed nothing at F={frames}"

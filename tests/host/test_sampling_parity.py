@@ -14,7 +14,15 @@ import torch
 from tests.fixtures.official_layout import TINY_UNET
 from tests.fixtures.weights import controlnet_state_dict
 from tests.host.support_nodes import TinyControlNet
-from tests.host.xdyna_setup import SD15_LATENT_SCALE, pack, random_reference, tiny_xdyna
+from tests.host.xdyna_setup import (
+    PRECISION_TIERS,
+    SD15_LATENT_SCALE,
+    STORAGE_DTYPES,
+    device_computes_in,
+    pack,
+    random_reference,
+    tiny_xdyna,
+)
 from tests.oracles.official_loop import add_noise, ddim_timesteps, official_sample
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers' ControlNetModel computes the oracle's residuals")
@@ -38,7 +46,7 @@ def setup(comfy_host):
     return tiny, reference, text_cond, text_uncond
 
 
-def diffusers_controlnet(hint_channels: int, seed: int):
+def diffusers_controlnet(hint_channels: int, seed: int, storage=torch.float32, compute=torch.float32):
     model = diffusers.ControlNetModel(
         in_channels=4,
         conditioning_channels=hint_channels,
@@ -49,8 +57,9 @@ def diffusers_controlnet(hint_channels: int, seed: int):
         attention_head_dim=8,
         conditioning_embedding_out_channels=(16, 32, 96, 256),
     )
-    model.load_state_dict(controlnet_state_dict(TINY_UNET, hint_channels, seed))
-    return model.eval()
+    sd = controlnet_state_dict(TINY_UNET, hint_channels, seed)
+    model.load_state_dict({k: v.to(storage).to(compute) for k, v in sd.items()})
+    return model.to(compute).eval()
 
 
 def hints(frames: int, channels: int, seed: int) -> torch.Tensor:
@@ -60,8 +69,9 @@ def hints(frames: int, channels: int, seed: int) -> torch.Tensor:
     return images
 
 
-def ours(comfy_host, setup, frames, pose, face):
-    tiny, reference, text_cond, text_uncond = setup
+def ours(comfy_host, setup, frames, pose, face, tiny=None, precision="fp32"):
+    tiny_fp32, reference, text_cond, text_uncond = setup
+    tiny = tiny or tiny_fp32
     model_nodes = pack(comfy_host, "nodes.model_nodes")
     sampling = pack(comfy_host, "nodes.sampling_nodes")
     model = model_nodes.XDynaApplyDynamicsAdapter.execute(tiny.model, tiny.weights, reference, 1.0).args[0]
@@ -74,9 +84,9 @@ def ours(comfy_host, setup, frames, pose, face):
         face_strength=1.0,
         face_start=0.0,
         face_end=1.0,
-        pose_controlnet=TinyControlNet().load(POSE_SEED, 3)[0] if pose is not None else None,
+        pose_controlnet=TinyControlNet().load(POSE_SEED, 3, precision)[0] if pose is not None else None,
         pose_images=pose,
-        face_controlnet=TinyControlNet().load(FACE_SEED, 6)[0] if face is not None else None,
+        face_controlnet=TinyControlNet().load(FACE_SEED, 6, precision)[0] if face is not None else None,
         face_condition=face,
     ).args
     out = sampling.XDynaTemporalSampler.execute(
@@ -98,7 +108,8 @@ def ours(comfy_host, setup, frames, pose, face):
     return out["samples"] * SD15_LATENT_SCALE
 
 
-def official(comfy_host, setup, frames, pose, face):
+def official(comfy_host, setup, frames, pose, face, storage=torch.float32, dtype=torch.float32):
+    """The official loop computing in `dtype` on weights stored in `storage` (latents in `dtype` too, as released)."""
     import comfy.sample
 
     tiny, reference, text_cond, text_uncond = setup
@@ -106,10 +117,13 @@ def official(comfy_host, setup, frames, pose, face):
     windows = pack(comfy_host, "xdyna_core.windows")
     clean = sampling.xdyna_initial_latent(reference, frames, SEED)["samples"]
     noise = comfy.sample.prepare_noise(clean, SEED)
-    x_t = add_noise(clean * SD15_LATENT_SCALE, noise, ddim_timesteps(STEPS)[0])
-    networks = [(diffusers_controlnet(3, POSE_SEED), pose), (diffusers_controlnet(6, FACE_SEED), face)]
-    networks = [(n, h) for n, h in networks if h is not None]
-    texts = torch.cat([text_uncond, text_cond])  # the oracle's branch order: [uncond, cond]
+    x_t = add_noise(clean * SD15_LATENT_SCALE, noise, ddim_timesteps(STEPS)[0]).to(dtype)
+    networks = [
+        (diffusers_controlnet(3, POSE_SEED, storage, dtype), pose),
+        (diffusers_controlnet(6, FACE_SEED, storage, dtype), face),
+    ]
+    networks = [(n, h.to(dtype)) for n, h in networks if h is not None]
+    texts = torch.cat([text_uncond, text_cond]).to(dtype)  # the oracle's branch order: [uncond, cond]
 
     @torch.no_grad()
     def control_fn(window, step, t, noisy):
@@ -118,7 +132,7 @@ def official(comfy_host, setup, frames, pose, face):
             per_branch = []
             for text in texts:
                 down, mid = network(
-                    noisy,
+                    noisy.to(dtype),
                     t,
                     encoder_hidden_states=text.expand(len(window), -1, -1),
                     controlnet_cond=hint[window].movedim(-1, 1),
@@ -138,15 +152,16 @@ def official(comfy_host, setup, frames, pose, face):
                 }
         return total
 
+    sd = {k: v.to(storage).to(dtype) for k, v in tiny.state_dict.items()}
     with torch.no_grad():
         return official_sample(
-            tiny.state_dict,
+            sd,
             x_t,
-            reference.latent * SD15_LATENT_SCALE,
-            text_cond,
-            text_uncond,
-            reference.image_tokens,
-            reference.uncond_image_tokens,
+            (reference.latent * SD15_LATENT_SCALE).to(dtype),
+            text_cond.to(dtype),
+            text_uncond.to(dtype),
+            reference.image_tokens.to(dtype),
+            reference.uncond_image_tokens.to(dtype),
             STEPS,
             CFG,
             offsets=windows.window_offsets(SEED, STEPS, 16),
@@ -177,3 +192,25 @@ def test_same_seed_same_video_and_seeds_differ(comfy_host, setup):
         assert not torch.allclose(first, ours(comfy_host, setup, 20, pose, face), atol=1e-3)
     finally:
         SEED = saved
+
+
+@pytest.mark.parametrize("name", list(PRECISION_TIERS))
+def test_half_precision_runs_stay_within_the_official_half_precision_spread(comfy_host, setup, name):
+    """A whole 20-frame run (two windows, wrap-around, both ControlNets) in each precision tier.
+
+    Bound: the official loop run in the tier's precision (latents too, as the release runs in fp16) against the
+    official loop in fp64, on the same weights; ours must stay within twice that spread of the fp64 result.
+    """
+    storage, compute = PRECISION_TIERS[name]
+    frames = 20
+    pose, face = hints(frames, 3, 1), hints(frames, 6, 2)
+    with device_computes_in(compute):
+        tiny = tiny_xdyna(comfy_host, seed=31, residual_gain=0.1, output_gain=0.1, precision=storage)
+        result = ours(comfy_host, setup, frames, pose, face, tiny=tiny, precision=storage).double()
+    assert torch.isfinite(result).all()
+    exact = official(comfy_host, setup, frames, pose, face, torch.float64, torch.float64).double()
+    half = official(comfy_host, setup, frames, pose, face, STORAGE_DTYPES[storage], compute).double()
+    spread = (half - exact).abs().max().item()
+    error = (result - exact).abs().max().item()
+    assert 0 < spread < 0.2 * exact.abs().max().item(), f"{name}: implausible official spread {spread:.3g}"
+    assert error <= 2.0 * spread, f"{name}: error {error:.3g} against the official spread {spread:.3g}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -10,6 +11,7 @@ import torch
 
 from tests.fixtures.official_layout import TINY_UNET, UNetLayout
 from tests.fixtures.weights import is_zero_initialised, xdyna_unet_state_dict
+from tests.oracles.xdyna_unet3d import xdyna_unet3d
 
 SD15_LATENT_SCALE = 0.18215
 
@@ -70,3 +72,65 @@ def random_reference(comfy_host, layout: UNetLayout, height: int, width: int, se
         image=torch.rand(1, height * 8, width * 8, 3, generator=gen),
     )
     return reference
+
+
+# --- precision: ComfyUI on the CPU computing as it does on a GPU ---------------------------------------------
+
+# (weights stored in, UNet computes in) for each precision tier; `precision` is the loaders' widget value.
+PRECISION_TIERS = {
+    "fp16": ("fp16", torch.float16),  # an NVIDIA GPU with precision auto or fp16
+    "bf16": ("bf16", torch.bfloat16),  # bf16 weights on a GPU that computes in bf16
+    "fp16-weights-fp32-compute": ("fp16", torch.float32),  # ComfyUI's manual cast (the CPU's own choice)
+    "bf16-weights-fp16-compute": ("bf16", torch.float16),  # manual cast on a GPU without bf16
+}
+STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@contextmanager
+def device_computes_in(compute: torch.dtype):
+    """Make ComfyUI's device capability checks answer as a GPU that computes in `compute` would.
+
+    ComfyUI decides per loader whether to compute in the weights' dtype or to cast them (manual cast) from
+    `should_use_fp16` / `should_use_bf16` of the device, which answer False for the CPU. Everything after
+    that decision is ComfyUI's own code on the path a GPU takes; PyTorch computes fp16 and bf16 on the CPU.
+    """
+    import comfy.model_management as mm
+
+    saved = mm.should_use_fp16, mm.should_use_bf16
+    mm.should_use_fp16 = lambda *args, **kwargs: compute == torch.float16
+    mm.should_use_bf16 = lambda *args, **kwargs: compute == torch.bfloat16
+    try:
+        yield
+    finally:
+        mm.should_use_fp16, mm.should_use_bf16 = saved
+
+
+# --- one UNet evaluation through ComfyUI's sampler, and the same by the oracle -------------------------------
+
+
+def comfy_eps(model, latent, noise, text_cond, text_uncond, cfg: float, t_index: int):
+    """CFG eps from one Euler step of ComfyUI's own sampler from sigma_t to 0, and the noisy x and sigma.
+
+    cfg 0 returns the unconditional branch's eps, cfg 1 the conditional one's (ComfyUI then skips the other).
+    """
+    import comfy.sample
+    import comfy.samplers
+
+    sigma = model.get_model_object("model_sampling").sigmas[t_index].item()
+    sigmas = torch.tensor([sigma, 0.0])
+    positive, negative = [[text_cond, {}]], [[text_uncond, {}]]
+    sampler = comfy.samplers.sampler_object("euler")
+    out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent, disable_pbar=True)
+    x = latent * SD15_LATENT_SCALE + sigma * noise
+    return (x - out * SD15_LATENT_SCALE) / sigma, x, sigma
+
+
+def oracle_eps(state_dict, reference, x, sigma, t_index, text_cond, text_uncond, dtype=torch.float32, **switches):
+    """eps `[2, F, 4, h, w]` (conditional, unconditional) of the UNet3D oracle computing in `dtype`."""
+    frames = x.shape[0]
+    noisy = (x / (sigma**2 + 1) ** 0.5).unsqueeze(0).expand(2, frames, *x.shape[1:]).to(dtype)
+    ref = (reference.latent * SD15_LATENT_SCALE).expand(2, *reference.latent.shape[1:]).to(dtype)
+    text = torch.cat([text_cond, text_uncond]).to(dtype)
+    tokens = torch.cat([reference.image_tokens, reference.uncond_image_tokens]).to(dtype)
+    sd = {k: v.to(dtype) for k, v in state_dict.items()}
+    return xdyna_unet3d(sd, noisy, ref, float(t_index), text, tokens, **switches)
