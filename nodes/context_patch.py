@@ -1,4 +1,4 @@
-"""Context windows on a ComfyUI ModelPatcher: videos of any length in the memory of one window (spec §4).
+"""Context windows on a ComfyUI ModelPatcher: videos of any length in the memory of one window (§4).
 
 A keyed CALC_COND_BATCH wrapper evaluates each step's windows one after another (slicing the latents, the
 per-frame timesteps and every ControlNet's hint to the window's frames), and averages each frame's
@@ -14,7 +14,7 @@ ControlNet found in the conditioning, and a hint whose frame count differs from 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import comfy.patcher_extension
 import torch
@@ -24,6 +24,7 @@ from ..xdyna_core.windows import (
     DEFAULT_OVERLAP,
     DEFAULT_WINDOW_LENGTH,
     ContextWindow,
+    WindowAverage,
     context_windows,
     validate_window_options,
     window_offsets,
@@ -36,9 +37,35 @@ class FrameCountError(ValueError):
     """A per-frame input whose frame count disagrees with the video's."""
 
 
-@dataclass
+class HintSizeError(ValueError):
+    """A ControlNet hint whose image size is not the video's."""
+
+
+class ControlNetMismatchError(ValueError):
+    """A ControlNet built for another UNet than the one it steers."""
+
+
+RUN_STATE = "xdyna_run"  # transformer_options key of the run in progress (its sigmas and window offsets)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What one sampling run's windows need: its sigmas (to know the step) and the per-step tiling offsets."""
+
+    sigmas: torch.Tensor
+    offsets: list[int]
+
+    def offset_for(self, timestep: torch.Tensor) -> int:
+        step = int((self.sigmas.to(timestep.device, torch.float32) - timestep.flatten()[0].float()).abs().argmin())
+        return self.offsets[min(step, len(self.offsets) - 1)]
+
+
+@dataclass(frozen=True)
 class ContextOptions:
     """How a patched MODEL tiles videos into windows; its bound methods are the registered wrappers.
+
+    It holds settings only: what one run needs is kept in that run's own `model_options`, so copies of a
+    model sampled at once (one per device, or one per thread) never share it.
 
     Args:
         length: frames per window (16 as released, at most 24).
@@ -52,7 +79,6 @@ class ContextOptions:
     overlap: int = DEFAULT_OVERLAP
     schedule: str = "uniform_closed_loop"
     seed: int | None = None
-    _run: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         validate_window_options(max(self.length, 1), self.length, self.overlap)
@@ -60,62 +86,74 @@ class ContextOptions:
     def __deepcopy__(self, memo):  # older ComfyUI deep-copies model_options on clone()
         return self
 
+    # PREPARE_SAMPLING: what ComfyUI's memory manager plans for ------------------------------------------
+
+    def prepare_sampling_wrapper(self, executor, model, noise_shape, *args, **kwargs):
+        """Tell the memory manager the size of one UNet call: a window plus the reference frame, not the clip."""
+        return executor(model, window_noise_shape(noise_shape, self.length), *args, **kwargs)
+
     # SAMPLER_SAMPLE: one sampling run --------------------------------------------------------------------
 
     def sampler_sample_wrapper(self, executor, guider, sigmas, extra_args, callback, noise, *args, **kwargs):
         seed = self.seed if self.seed is not None else extra_args.get("seed") or 0
-        previous = dict(self._run)
-        self._run.update(
-            sigmas=sigmas.detach().cpu(), offsets=window_offsets(int(seed), max(len(sigmas) - 1, 1), self.length)
-        )
-        try:
-            return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
-        finally:
-            self._run.clear()
-            self._run.update(previous)
-
-    def offset_for(self, timestep: torch.Tensor, model_options: dict) -> int:
-        sigmas = self._run.get("sigmas")
-        if sigmas is None:
-            sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
-        offsets = self._run.get("offsets")
-        if sigmas is None or offsets is None:
-            return 0
-        step = int((sigmas.to(timestep.device, torch.float32) - timestep.flatten()[0].float()).abs().argmin())
-        return offsets[min(step, len(offsets) - 1)]
+        state = RunState(sigmas.detach().cpu(), window_offsets(int(seed), max(len(sigmas) - 1, 1), self.length))
+        # this run's own copy of the model options (ComfyUI clones them per run); the model's stay untouched
+        extra_args["model_options"].setdefault("transformer_options", {})[RUN_STATE] = state
+        return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
 
     # CALC_COND_BATCH: one model evaluation of the whole video ----------------------------------------------
 
     def calc_cond_batch_wrapper(self, executor, model, conds, x_in, timestep, model_options):
         frames = x_in.shape[0]
-        check_hint_frames(conds, frames)
-        windows = context_windows(
-            frames, self.schedule, self.length, self.overlap, self.offset_for(timestep, model_options)
-        )
+        transformer_options = model_options.get("transformer_options", {})
+        core_frames = core_window_frames(transformer_options.get("context_window"))
+        if core_frames is not None and len(core_frames) == frames:
+            # core's Context Windows node tiles this model already: x_in is one of its windows
+            total = transformer_options["context_window"].total_frames
+            with hints_for_window(conds, ContextWindow(core_frames), total):
+                return executor(model, conds, x_in, timestep, model_options)
+        run = transformer_options.get(RUN_STATE)
+        offset = run.offset_for(timestep) if run is not None else 0
+        windows = context_windows(frames, self.schedule, self.length, self.overlap, offset)
         if len(windows) == 1 and windows[0].frames == tuple(range(frames)):
             return executor(model, conds, x_in, timestep, model_options)
-        sums: list[torch.Tensor | None] = [None] * len(conds)
-        counts = torch.zeros(frames, device=x_in.device, dtype=x_in.dtype)
+        fused = WindowAverage(frames, len(conds))
         for window in windows:
             model_management.throw_exception_if_processing_interrupted()
             index = window.index(x_in.device)
             with hints_for_window(conds, window, frames):
-                outputs = executor(model, conds, x_in[index], _frames_of(timestep, index, frames), model_options)
-            for i, out in enumerate(outputs):
-                if sums[i] is None:
-                    sums[i] = torch.zeros((frames, *out.shape[1:]), device=out.device, dtype=out.dtype)
-                sums[i].index_add_(0, index.to(out.device), out)
-            counts.index_add_(0, index, torch.ones(len(window), device=x_in.device, dtype=x_in.dtype))
-        shape = (frames,) + (1,) * (x_in.ndim - 1)
-        return [s / counts.to(s.device, s.dtype).reshape(shape) for s in sums]
+                fused.add(
+                    window, executor(model, conds, x_in[index], _frames_of(timestep, index, frames), model_options)
+                )
+        return fused.average()
 
     def apply_to(self, model) -> None:
         """Register the wrappers on `model` (a clone) under the key "xdyna", replacing earlier ones."""
         wrappers = comfy.patcher_extension.WrappersMP
-        model.remove_wrappers_with_key(wrappers.CALC_COND_BATCH, KEY)
-        model.remove_wrappers_with_key(wrappers.SAMPLER_SAMPLE, KEY)
-        model.add_wrapper_with_key(wrappers.CALC_COND_BATCH, KEY, self.calc_cond_batch_wrapper)
-        model.add_wrapper_with_key(wrappers.SAMPLER_SAMPLE, KEY, self.sampler_sample_wrapper)
+        for kind, wrapper in (
+            (wrappers.PREPARE_SAMPLING, self.prepare_sampling_wrapper),
+            (wrappers.SAMPLER_SAMPLE, self.sampler_sample_wrapper),
+            (wrappers.CALC_COND_BATCH, self.calc_cond_batch_wrapper),
+        ):
+            model.remove_wrappers_with_key(kind, KEY)
+            model.add_wrapper_with_key(kind, KEY, wrapper)
+
+
+def core_window_frames(window) -> tuple[int, ...] | None:
+    """The video frames in one window of core's Context Windows handler, in the order it slices them."""
+    frames = getattr(window, "index_list", None)
+    if frames is None:
+        return None
+    anchor = getattr(window, "causal_anchor_index", None)  # core's causal fix prepends the frame before the window
+    return (anchor, *frames) if anchor is not None and anchor >= 0 else tuple(frames)
+
+
+def window_noise_shape(noise_shape, length: int) -> list[int]:
+    """The latent shape of one X-Dyna UNet call per CFG branch: at most `length` frames, plus the reference."""
+    shape = list(noise_shape)
+    if len(shape) == 4:
+        shape[0] = min(shape[0], length) + 1
+    return shape
 
 
 def _frames_of(timestep: torch.Tensor, index: torch.Tensor, frames: int) -> torch.Tensor:
@@ -145,16 +183,49 @@ def _hint_of(control) -> torch.Tensor | None:
     return hint if isinstance(hint, torch.Tensor) and hint.ndim >= 1 else None
 
 
-def check_hint_frames(conds, frames: int) -> None:
-    """A ControlNet hint is one image for all frames, or one per frame: anything else is an error, not a cycle."""
+def check_controls(conds, frames: int, latent_size: tuple[int, int], unet) -> None:
+    """Every ControlNet in the conditioning fits the video and the UNet; checked once, before a run starts.
+
+    A hint is one image for all frames or one per frame (core would silently cycle other counts), at the
+    video's size (core would silently resize it), and the ControlNet has the UNet's widths (core would drop its
+    residuals with a log line and sample without guidance).
+    """
+    height, width = latent_size[0] * 8, latent_size[1] * 8
     for control in controls_in(conds):
+        name = getattr(control, "xdyna_name", None) or type(control).__name__
+        check_control_width(control, unet, name)
         hint = _hint_of(control)
-        if hint is not None and hint.shape[0] not in (1, frames):
-            name = getattr(control, "xdyna_name", None) or type(control).__name__
+        if hint is None:
+            continue
+        if hint.shape[0] not in (1, frames):
             raise FrameCountError(
                 f"the {name} hint has {hint.shape[0]} frames but the video has {frames}; give one hint frame per "
                 f"video frame (or a single image for all frames), or set the frame count to {hint.shape[0]}"
             )
+        if hint.ndim >= 3 and tuple(hint.shape[-2:]) != (height, width):
+            raise HintSizeError(
+                f"the {name} hint is {hint.shape[-1]}x{hint.shape[-2]} pixels but the video is {width}x{height} "
+                f"(the size of its latent, which X-Dyna Temporal Sampler takes from the reference); prepare the "
+                f"reference and render the pose/face hints at one generation size"
+            )
+
+
+def _widths(module) -> tuple[int, ...] | None:
+    channels, mult = getattr(module, "model_channels", None), getattr(module, "channel_mult", None)
+    if not isinstance(channels, int) or mult is None:
+        return None
+    return tuple(channels * m for m in mult)
+
+
+def check_control_width(control, unet, name: str) -> None:
+    """A ControlNet's block widths must be the UNet's (an SD1.5 ControlNet for the SD1.5-sized X-Dyna UNet)."""
+    theirs, ours = _widths(getattr(control, "control_model", None)), _widths(unet)
+    if theirs is not None and ours is not None and theirs != ours:
+        raise ControlNetMismatchError(
+            f"the {name} has block widths {'/'.join(map(str, theirs))} but the X-Dyna UNet has "
+            f"{'/'.join(map(str, ours))}: it was made for another model; load X-Dyna's own ControlNet "
+            f"(controlnet-checkpoint-epoch-5.ckpt for pose, controlnet-face-checkpoint-epoch-2.ckpt for S-Face)"
+        )
 
 
 @contextmanager

@@ -46,6 +46,7 @@ from ..xdyna_core.group_norm import joint_group_norm
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
 from .comfy_glue import XDYNA_SAMPLING_SETTINGS
+from .context_patch import check_controls
 
 KEY = "xdyna"
 STATE = "xdyna"
@@ -266,11 +267,14 @@ class XDynaPatch:
                 f"the model was given {window} frames at once, but X-Dyna's motion modules handle at most "
                 f"{max_frames}; sample with XDyna_TemporalSampler (context windows) or fewer frames per batch"
             )
+        self._check_reference_size(x.shape[-2:])
+
+    def _check_reference_size(self, latent_size) -> None:
         ref_h, ref_w = self.reference.latent_size
-        if (ref_h, ref_w) != tuple(x.shape[-2:]):
+        if (ref_h, ref_w) != tuple(latent_size):
             raise XDynaInputError(
                 f"the reference latent is {ref_w * 8}x{ref_h * 8} pixels but the video latent is "
-                f"{x.shape[-1] * 8}x{x.shape[-2] * 8}; prepare the reference at the generation size "
+                f"{latent_size[1] * 8}x{latent_size[0] * 8}; prepare the reference at the generation size "
                 f"(XDyna_LoadReference width/height) or change the latent size to match"
             )
 
@@ -347,21 +351,37 @@ class XDynaPatch:
     # failures -----------------------------------------------------------------------------------------------
 
     def outer_sample_wrapper(self, executor, *args, **kwargs):
-        """A sampling run that fails (or is interrupted) leaves the UNet as it found it, at once.
+        """One sampling run, after which the shared UNet is as it was before, however the run ends.
 
-        ComfyUI keeps a failed node's exception, and with it every frame's locals (this patched copy among
-        them), until the garbage collector happens to free it; the object patches would stay in the shared
-        UNet until the next load. Here they are restored before the exception leaves the sampler, and the
-        finished frames' locals are dropped, so the copy and the tensors it held are released now.
+        X-Dyna's object patches live in the UNet only while a run samples: ComfyUI applies them when it loads
+        the model for the run, and they are taken out again here (weights and devices stay as loaded, so the
+        next run only re-applies them). ComfyUI keeps a failed node's exception, and with it every frame's
+        locals (this patched copy among them), until the garbage collector happens to free it; the finished
+        frames' locals are dropped here, so the copy and the tensors it held are released at once.
         """
+        guider = executor.class_obj
+        noise = args[0] if args else kwargs["noise"]
+        self.check_run(guider, noise)
         try:
             return executor(*args, **kwargs)
         except BaseException as error:
-            patcher = getattr(executor.class_obj, "model_patcher", None)
-            if patcher is not None:
-                restore_unet(patcher)
             traceback.clear_frames(error.__traceback__)
             raise
+        finally:
+            patcher = getattr(guider, "model_patcher", None)
+            if patcher is not None:
+                restore_unet(patcher)
+
+    def check_run(self, guider, noise: torch.Tensor) -> None:
+        """Everything a run's inputs must agree on, checked once before anything is loaded or sampled."""
+        if noise.ndim != 4:
+            raise XDynaInputError(
+                f"X-Dyna samples SD1.5 video latents [frames, 4, h, w], got shape {tuple(noise.shape)}"
+            )
+        self._check_reference_size(noise.shape[-2:])
+        conds = getattr(guider, "conds", {}) or {}
+        unet = guider.model_patcher.get_model_object("diffusion_model")
+        check_controls(list(conds.values()), noise.shape[0], tuple(noise.shape[-2:]), unet)
 
     # registration -----------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Context windows: how a video longer than the motion modules' reach is sampled (spec §4).
+"""Context windows: how a video longer than the motion modules' reach is sampled (docs/xdyna_model.md §4).
 
 Each denoising step evaluates the UNet on windows of `length` frames (16 as released) that overlap by `overlap`
 frames (4), and every frame's prediction is the plain average over the windows that covered it. Two schedules:
@@ -152,37 +152,43 @@ def window_coverage(windows: Sequence[ContextWindow], num_frames: int) -> torch.
     return counts
 
 
-def fuse_windows(
-    predictions: Sequence[torch.Tensor],
-    windows: Sequence[ContextWindow],
-    num_frames: int,
-    dim: int = 0,
-) -> torch.Tensor:
-    """Average per-window predictions into one prediction per frame, as released.
+class WindowAverage:
+    """Each frame's prediction averaged over the windows that covered it, accumulated one window at a time.
 
-    `predictions[i]` holds window i's frames along `dim` (`len(windows[i])` of them, in the window's order).
-    Each frame's result is the sum of its windows' predictions, added in window order, divided by the number of
-    windows that covered it: a plain count-weighted average, the same for the eps or x0 of both CFG branches.
+    Predictions are added in window order and divided by each frame's count at the end: a plain count-weighted
+    average, as released (the same for the eps or x0 of each CFG branch). Only the running sums are held, never
+    every window's output.
+
+    Args:
+        num_frames: frames of the whole video.
+        outputs: how many predictions each window gives (one per conditioning of the batch).
     """
-    if len(predictions) != len(windows):
-        raise ValueError(f"got {len(predictions)} predictions for {len(windows)} windows")
-    if not predictions:
-        raise ValueError("no windows to fuse")
-    counts = window_coverage(windows, num_frames)
-    missing = (counts == 0).nonzero().flatten().tolist()
-    if missing:
-        raise ValueError(f"frames {missing} are covered by no window; every frame needs at least one")
-    first = predictions[0]
-    dim = dim % first.ndim
-    shape = list(first.shape)
-    shape[dim] = num_frames
-    total = first.new_zeros(shape)
-    for prediction, window in zip(predictions, windows):
-        if prediction.shape[dim] != len(window):
-            raise ValueError(
-                f"a prediction with {prediction.shape[dim]} frames on dim {dim} does not fit a window of {len(window)}"
-            )
-        total.index_add_(dim, window.index(total.device), prediction.to(total.dtype))
-    view = [1] * total.ndim
-    view[dim] = num_frames
-    return total / counts.to(device=total.device, dtype=total.dtype).reshape(view)
+
+    def __init__(self, num_frames: int, outputs: int) -> None:
+        self.num_frames = num_frames
+        self.sums: list[torch.Tensor | None] = [None] * outputs
+        self.counts = torch.zeros(num_frames, dtype=torch.long)
+
+    def add(self, window: ContextWindow, predictions: Sequence[torch.Tensor]) -> None:
+        """Add one window's predictions (`[len(window), ...]` each, in the window's frame order)."""
+        if len(predictions) != len(self.sums):
+            raise ValueError(f"a window gave {len(predictions)} predictions, expected {len(self.sums)}")
+        if window.frames and not 0 <= min(window.frames) <= max(window.frames) < self.num_frames:
+            raise ValueError(f"window {window.frames} reaches outside a video of {self.num_frames} frames")
+        for i, prediction in enumerate(predictions):
+            if prediction.shape[0] != len(window):
+                raise ValueError(f"a prediction of {prediction.shape[0]} frames does not fit a window of {len(window)}")
+            if self.sums[i] is None:
+                self.sums[i] = prediction.new_zeros((self.num_frames, *prediction.shape[1:]))
+            self.sums[i].index_add_(0, window.index(prediction.device), prediction.to(self.sums[i].dtype))
+        self.counts.index_add_(0, window.index(), torch.ones(len(window), dtype=torch.long))
+
+    def average(self) -> list[torch.Tensor]:
+        missing = (self.counts == 0).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"frames {missing} are covered by no window; every frame needs at least one")
+        averaged = []
+        for total in self.sums:
+            view = (self.num_frames,) + (1,) * (total.ndim - 1)
+            averaged.append(total / self.counts.to(device=total.device, dtype=total.dtype).reshape(view))
+        return averaged

@@ -10,8 +10,8 @@ from xdyna_core.windows import (
     CONTEXT_SCHEDULES,
     MAX_WINDOW_LENGTH,
     ContextWindow,
+    WindowAverage,
     context_windows,
-    fuse_windows,
     static_windows,
     uniform_closed_loop,
     validate_window_options,
@@ -118,40 +118,49 @@ def test_coverage_counts_on_twenty_frames():
 # -------------------------------------------------------------------------------------------------- fusing
 
 
-def test_fusing_is_the_count_weighted_average():
+def average(predictions, windows, n):
+    fused = WindowAverage(n, 1)
+    for prediction, window in zip(predictions, windows):
+        fused.add(window, [prediction])
+    return fused.average()[0]
+
+
+def test_averaging_is_count_weighted():
     n = 20
     windows = uniform_closed_loop(n, 16, 4, 3)
     g = torch.Generator().manual_seed(0)
     predictions = [torch.randn(len(w), 4, 2, 3, generator=g) for w in windows]
-    fused = fuse_windows(predictions, windows, n)
+    fused = average(predictions, windows, n)
     for frame in range(n):
         seen = [p[w.frames.index(frame)] for p, w in zip(predictions, windows) if frame in w.frames]
         torch.testing.assert_close(fused[frame], torch.stack(seen).mean(0), rtol=0, atol=1e-6)
 
 
-def test_fusing_on_another_dim_and_of_constants():
+def test_averaging_constants_and_several_outputs():
     n = 20
     windows = uniform_closed_loop(n, 16, 4, 0)
-    predictions = [torch.full((2, len(w), 4, 1, 1), float(i + 1)) for i, w in enumerate(windows)]
-    fused = fuse_windows(predictions, windows, n, dim=1)
-    assert fused.shape == (2, n, 4, 1, 1)
+    fused = WindowAverage(n, 2)
+    for i, w in enumerate(windows):
+        fused.add(w, [torch.full((len(w), 4, 1, 1), float(i + 1)), torch.full((len(w), 3), 7.0)])
+    first, second = fused.average()
     # frames 0-7 and 12-15 are in both windows (mean 1.5), 8-11 only in the first (1), 16-19 only in the second (2)
     expected = torch.tensor([1.5] * 8 + [1.0] * 4 + [1.5] * 4 + [2.0] * 4)
-    torch.testing.assert_close(fused[0, :, 0, 0, 0], expected)
-    same = [torch.full((len(w), 3), 7.0) for w in windows]
-    torch.testing.assert_close(fuse_windows(same, windows, n), torch.full((n, 3), 7.0))
+    torch.testing.assert_close(first[:, 0, 0, 0], expected)
+    torch.testing.assert_close(second, torch.full((n, 3), 7.0))
 
 
-def test_fusing_rejects_mismatches():
+def test_averaging_rejects_mismatches():
     windows = uniform_closed_loop(20)
-    with pytest.raises(ValueError, match="2 windows"):
-        fuse_windows([torch.zeros(16, 1)], windows, 20)
+    with pytest.raises(ValueError, match="expected 1"):
+        WindowAverage(20, 1).add(windows[0], [torch.zeros(16, 1), torch.zeros(16, 1)])
     with pytest.raises(ValueError, match="does not fit"):
-        fuse_windows([torch.zeros(16, 1), torch.zeros(15, 1)], windows, 20)
+        WindowAverage(20, 1).add(windows[1], [torch.zeros(15, 1)])
+    uncovered = WindowAverage(5, 1)
+    uncovered.add(ContextWindow((0, 1, 2)), [torch.zeros(3, 1)])
     with pytest.raises(ValueError, match="covered by no window"):
-        fuse_windows([torch.zeros(3, 1)], [ContextWindow((0, 1, 2))], 5)
+        uncovered.average()
     with pytest.raises(ValueError, match="outside"):
-        fuse_windows([torch.zeros(2, 1)], [ContextWindow((0, 5))], 5)
+        WindowAverage(5, 1).add(ContextWindow((0, 5)), [torch.zeros(2, 1)])
 
 
 # -------------------------------------------------------------------------------------------------- offsets

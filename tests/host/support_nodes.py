@@ -6,6 +6,12 @@ graphs can run end to end without multi-gigabyte files. Everything they return i
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import os
+import random
+import threading
+
 import torch
 
 TINY_CLIP_VISION = {
@@ -111,11 +117,111 @@ class TinyConditioning:
         return ([[torch.randn(1, 77, width, generator=gen), {}]],)
 
 
+X_DYNA_PATCH_TYPES = ("MotionModuleSlot", "JointNormSequential")
+
+
+def xdyna_modules_in(model) -> int:
+    """How many X-Dyna containers or slots sit in a MODEL's live UNet module tree (0 for a clean UNet)."""
+    unet = model.model.diffusion_model
+    return sum(type(m).__name__ in X_DYNA_PATCH_TYPES for m in unet.modules())
+
+
+class InspectModel:
+    """Passes a MODEL through, recording how many X-Dyna modules its live UNet holds at this moment."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # look again on every run
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "inspect"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def inspect(self, model):
+        return {"ui": {"xdyna_modules": [xdyna_modules_in(model)]}, "result": (model,)}
+
+
+class LatentDigest:
+    """Passes a LATENT through, recording the sha256 of its samples (bit-identity across runs and servers)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "digest"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def digest(self, samples):
+        data = samples["samples"].detach().cpu().contiguous().float().numpy().tobytes()
+        return {"ui": {"sha256": [hashlib.sha256(data).hexdigest()]}, "result": (samples,)}
+
+
+class FailDuringSampling:
+    """A MODEL whose UNet raises on its `call`-th evaluation: a stand-in for running out of GPU memory mid-run."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "call": ("INT", {"default": 2, "min": 1})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model, call):
+        import comfy.patcher_extension
+
+        calls = {"n": 0}
+
+        def fail(executor, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] >= call:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated by the X-Dyna tests)")
+            return executor(*args, **kwargs)
+
+        failing = model.clone()
+        failing.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "xdyna_test_fail", fail)
+        return (failing,)
+
+
 SUPPORT_NODES = {
     "XDynaTest_TinyVAE": TinyVAE,
     "XDynaTest_TinyClipVision": TinyClipVision,
     "XDynaTest_TinyConditioning": TinyConditioning,
+    "XDynaTest_InspectModel": InspectModel,
+    "XDynaTest_LatentDigest": LatentDigest,
+    "XDynaTest_FailDuringSampling": FailDuringSampling,
 }
+
+GC_STRESS_ENV = "XDYNA_TEST_GC_STRESS"  # a seed: a server started with it collects garbage at random moments
+
+
+def start_gc_stress(seed: int, max_pause: float = 0.4, full_share: float = 0.3) -> threading.Thread:
+    """A daemon thread forcing garbage collections at random moments, so finalizers run at arbitrary points.
+
+    A full collection of a booted ComfyUI takes about half a second, so most are of the young generations
+    (which hold what the last prompt made) and a share `full_share` are full.
+    """
+    rng = random.Random(seed)
+
+    def run() -> None:
+        event = threading.Event()
+        while not event.wait(rng.uniform(0.0, max_pause)):
+            gc.collect(2 if rng.random() < full_share else rng.choice((0, 1)))
+
+    thread = threading.Thread(target=run, name="xdyna-test-gc-stress", daemon=True)
+    thread.start()
+    return thread
+
+
+if os.environ.get(GC_STRESS_ENV):
+    start_gc_stress(int(os.environ[GC_STRESS_ENV]))
 
 
 class TinyControlNet:
