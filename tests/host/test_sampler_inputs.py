@@ -7,7 +7,7 @@ import torch
 
 from tests.fixtures.official_layout import TINY_UNET
 from tests.host.support_nodes import TinyControlNet
-from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
+from tests.host.xdyna_setup import pack, random_reference, recording, tiny_xdyna
 from tests.oracles.official_loop import alphas_cumprod, ddim_timesteps
 
 H, W = 4, 6
@@ -33,21 +33,6 @@ def sample(comfy_host, setup, frames=5, steps=2, scheduler="xdyna_ddim", length=
     sampler = pack(comfy_host, "nodes.sampling_nodes").XDynaTemporalSampler
     args = (model, positive, negative, reference, frames, 7, steps, 7.5, "ddim", scheduler, length, overlap)
     return sampler.execute(*args, "uniform_closed_loop", 1.0, **kwargs).args[0]["samples"]
-
-
-def recording(model):
-    """A copy of `model` whose UNet records the timestep of each call and returns zeros instead of working."""
-    import comfy.patcher_extension
-
-    seen: list[float] = []
-
-    def record(executor, x, timesteps, *args, **kwargs):
-        seen.append(float(timesteps.flatten()[0]))
-        return torch.zeros_like(x)
-
-    copy = model.clone()
-    copy.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
-    return copy, seen
 
 
 def steps_run(seen: list[float]) -> list[int]:

@@ -134,3 +134,18 @@ def oracle_eps(state_dict, reference, x, sigma, t_index, text_cond, text_uncond,
     tokens = torch.cat([reference.image_tokens, reference.uncond_image_tokens]).to(dtype)
     sd = {k: v.to(dtype) for k, v in state_dict.items()}
     return xdyna_unet3d(sd, noisy, ref, float(t_index), text, tokens, **switches)
+
+
+def recording(model):
+    """A copy of `model` whose UNet records the timestep of each call and returns zeros instead of working."""
+    import comfy.patcher_extension
+
+    seen: list[float] = []
+
+    def record(executor, x, timesteps, *args, **kwargs):
+        seen.append(float(timesteps.flatten()[0]))
+        return torch.zeros_like(x)
+
+    copy = model.clone()
+    copy.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
+    return copy, seen
