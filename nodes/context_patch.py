@@ -29,6 +29,7 @@ from ..xdyna_core.windows import (
     validate_window_options,
     window_offsets,
 )
+from .controlnet_patch import WINDOW_CALL, WindowCall, last_uses, new_evaluation_id
 
 KEY = "xdyna"
 
@@ -105,27 +106,34 @@ class ContextOptions:
 
     def calc_cond_batch_wrapper(self, executor, model, conds, x_in, timestep, model_options):
         frames = x_in.shape[0]
-        transformer_options = model_options.get("transformer_options", {})
+        transformer_options = model_options.setdefault("transformer_options", {})
+        evaluation = new_evaluation_id()
         core_frames = core_window_frames(transformer_options.get("context_window"))
-        if core_frames is not None and len(core_frames) == frames:
-            # core's Context Windows node tiles this model already: x_in is one of its windows
-            total = transformer_options["context_window"].total_frames
-            with hints_for_window(conds, ContextWindow(core_frames), total):
+        try:
+            if core_frames is not None and len(core_frames) == frames:
+                # core's Context Windows node tiles this model already: x_in is one of its windows
+                total = transformer_options["context_window"].total_frames
+                transformer_options[WINDOW_CALL] = WindowCall(evaluation, core_frames)
+                with hints_for_window(conds, ContextWindow(core_frames), total):
+                    return executor(model, conds, x_in, timestep, model_options)
+            run = transformer_options.get(RUN_STATE)
+            offset = run.offset_for(timestep) if run is not None else 0
+            windows = context_windows(frames, self.schedule, self.length, self.overlap, offset)
+            if len(windows) == 1 and windows[0].frames == tuple(range(frames)):
+                transformer_options[WINDOW_CALL] = WindowCall(evaluation, windows[0].frames)
                 return executor(model, conds, x_in, timestep, model_options)
-        run = transformer_options.get(RUN_STATE)
-        offset = run.offset_for(timestep) if run is not None else 0
-        windows = context_windows(frames, self.schedule, self.length, self.overlap, offset)
-        if len(windows) == 1 and windows[0].frames == tuple(range(frames)):
-            return executor(model, conds, x_in, timestep, model_options)
-        fused = WindowAverage(frames, len(conds))
-        for window in windows:
-            model_management.throw_exception_if_processing_interrupted()
-            index = window.index(x_in.device)
-            with hints_for_window(conds, window, frames):
-                fused.add(
-                    window, executor(model, conds, x_in[index], _frames_of(timestep, index, frames), model_options)
-                )
-        return fused.average()
+            plan = last_uses([w.frames for w in windows])
+            fused = WindowAverage(frames, len(conds))
+            for i, window in enumerate(windows):
+                model_management.throw_exception_if_processing_interrupted()
+                index = window.index(x_in.device)
+                transformer_options[WINDOW_CALL] = WindowCall(evaluation, window.frames, i, plan)
+                with hints_for_window(conds, window, frames):
+                    outputs = executor(model, conds, x_in[index], _frames_of(timestep, index, frames), model_options)
+                fused.add(window, outputs)
+            return fused.average()
+        finally:
+            transformer_options.pop(WINDOW_CALL, None)
 
     def apply_to(self, model) -> None:
         """Register the wrappers on `model` (a clone) under the key "xdyna", replacing earlier ones."""
@@ -179,8 +187,17 @@ def controls_in(conds) -> list:
 
 
 def _hint_of(control) -> torch.Tensor | None:
+    """A core ControlNet's whole-clip hint tensor `[N, C, H, W]` (None for hints held as HintFrames)."""
     hint = getattr(control, "cond_hint_original", None)
     return hint if isinstance(hint, torch.Tensor) and hint.ndim >= 1 else None
+
+
+def _hint_shape(control) -> tuple[int, ...] | None:
+    shape = getattr(control, "hint_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    hint = _hint_of(control)
+    return None if hint is None else tuple(hint.shape)
 
 
 def check_controls(conds, frames: int, latent_size: tuple[int, int], unet) -> None:
@@ -194,17 +211,17 @@ def check_controls(conds, frames: int, latent_size: tuple[int, int], unet) -> No
     for control in controls_in(conds):
         name = getattr(control, "xdyna_name", None) or type(control).__name__
         check_control_width(control, unet, name)
-        hint = _hint_of(control)
-        if hint is None:
+        shape = _hint_shape(control)
+        if shape is None:
             continue
-        if hint.shape[0] not in (1, frames):
+        if shape[0] not in (1, frames):
             raise FrameCountError(
-                f"the {name} hint has {hint.shape[0]} frames but the video has {frames}; give one hint frame per "
-                f"video frame (or a single image for all frames), or set the frame count to {hint.shape[0]}"
+                f"the {name} hint has {shape[0]} frames but the video has {frames}; give one hint frame per "
+                f"video frame (or a single image for all frames), or set the frame count to {shape[0]}"
             )
-        if hint.ndim >= 3 and tuple(hint.shape[-2:]) != (height, width):
+        if len(shape) >= 3 and tuple(shape[-2:]) != (height, width):
             raise HintSizeError(
-                f"the {name} hint is {hint.shape[-1]}x{hint.shape[-2]} pixels but the video is {width}x{height} "
+                f"the {name} hint is {shape[-1]}x{shape[-2]} pixels but the video is {width}x{height} "
                 f"(the size of its latent, which X-Dyna Temporal Sampler takes from the reference); prepare the "
                 f"reference and render the pose/face hints at one generation size"
             )

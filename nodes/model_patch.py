@@ -47,6 +47,7 @@ from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
 from .comfy_glue import XDYNA_SAMPLING_SETTINGS
 from .context_patch import check_controls
+from .controlnet_patch import adopt_controls
 
 KEY = "xdyna"
 STATE = "xdyna"
@@ -362,6 +363,7 @@ class XDynaPatch:
         guider = executor.class_obj
         noise = args[0] if args else kwargs["noise"]
         self.check_run(guider, noise)
+        adopt_controls(getattr(guider, "conds", {}) or {})
         try:
             return executor(*args, **kwargs)
         except BaseException as error:

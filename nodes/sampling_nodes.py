@@ -10,13 +10,14 @@ import torch
 from comfy_api.latest import io
 
 from ..xdyna_core.checkpoints import load_state_dict_file
-from ..xdyna_core.hints import HintFrames, as_hint_frames
+from ..xdyna_core.hints import HintFrames, TensorHintFrames
 from ..xdyna_core.latents import initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.schedule import MAX_STEPS, sampling_timesteps
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
 from . import comfy_glue
 from .context_patch import ContextOptions
+from .controlnet_patch import XDynaControlNet, normalisation_ranges
 from .types import FaceCondition, PoseFrames, XDynaReferenceType
 
 CATEGORY = "X-Dyna"
@@ -57,12 +58,6 @@ class XDynaLoadControlNet(io.ComfyNode):
         return io.NodeOutput(comfy_glue.build_sd15_controlnet(load_state_dict_file(path), precision))
 
 
-def minmax_normalise(hint: torch.Tensor) -> torch.Tensor:
-    """The official per-clip hint normalisation `(x - min) / (max - min)` (identity when the clip spans 0..1)."""
-    low, high = hint.min(), hint.max()
-    return (hint - low) / (high - low) if high > low else hint
-
-
 def check_controlnet(control_net, name: str, hint_channels: int) -> None:
     """Pose ControlNets take a 3-channel hint and S-Face ControlNets a 6-channel one; say so when they do not."""
     model = getattr(control_net, "control_model", None)
@@ -82,9 +77,13 @@ def check_controlnet(control_net, name: str, hint_channels: int) -> None:
         )
 
 
-def apply_controlnet(positive, negative, control_net, hint, strength, start, end, name):
-    """Attach `control_net` with a per-frame `hint` `[N, C, H, W]` to both conditionings (chained after any
-    ControlNet already there, so outputs sum), with the same hint for both CFG branches, as released."""
+def apply_controlnet(positive, negative, control_net, hints: HintFrames, strength, start, end, name, normalize):
+    """Attach `control_net` with per-frame `hints` to both conditionings (chained after any ControlNet already
+    there, so outputs sum), the same hints for both CFG branches, as released.
+
+    The ControlNet runs as an XDynaControlNet: each frame's residuals once per step, shared by the branches.
+    """
+    ranges = normalisation_ranges(hints) if normalize else None
     made: dict[int, object] = {}
     result = []
     for conditioning in (positive, negative):
@@ -94,9 +93,10 @@ def apply_controlnet(positive, negative, control_net, hint, strength, start, end
             previous = options.get("control")
             key = id(previous)
             if key not in made:
-                control = control_net.copy().set_cond_hint(hint, strength, (start, end))
+                control = XDynaControlNet.adopt(
+                    control_net.copy().set_cond_hint(None, strength, (start, end)), hints, ranges, name
+                )
                 control.set_previous_controlnet(previous)
-                control.xdyna_name = name
                 made[key] = control
             options["control"] = made[key]
             options["control_apply_to_uncond"] = False
@@ -196,16 +196,8 @@ class XDynaApplyControlNets(io.ComfyNode):
         face_condition=None,
     ) -> io.NodeOutput:
         streams = (
-            ("pose ControlNet", pose_controlnet, pose_hint_tensor(pose_images), 3, pose_strength, pose_start, pose_end),
-            (
-                "S-Face ControlNet",
-                face_controlnet,
-                face_hint_tensor(face_condition),
-                6,
-                face_strength,
-                face_start,
-                face_end,
-            ),
+            ("pose ControlNet", pose_controlnet, pose_images, 3, pose_strength, pose_start, pose_end),
+            ("S-Face ControlNet", face_controlnet, face_condition, 6, face_strength, face_start, face_end),
         )
         for name, control_net, frames, channels, strength, start, end in streams:
             if (control_net is None) != (frames is None):
@@ -214,29 +206,25 @@ class XDynaApplyControlNets(io.ComfyNode):
             if control_net is None or strength == 0:
                 continue
             check_controlnet(control_net, name, channels)
-            if frames.shape[-1] != channels:
-                raise ValueError(f"the {name} hint has {frames.shape[-1]} channels per pixel, expected {channels}")
-            hint = frames.movedim(-1, 1).float()
-            if normalize_hints:  # per stream, as released: the S-Face local and global canvases separately
-                hint = torch.cat([minmax_normalise(stream) for stream in hint.split(3, dim=1)], dim=1)
-            positive, negative = apply_controlnet(positive, negative, control_net, hint, strength, start, end, name)
+            hints = hint_frames_of(frames, name)
+            if hints.channels != channels:
+                raise ValueError(f"the {name} hint has {hints.channels} channels per pixel, expected {channels}")
+            positive, negative = apply_controlnet(
+                positive, negative, control_net, hints, strength, start, end, name, normalize_hints
+            )
         return io.NodeOutput(positive, negative)
 
 
-def pose_hint_tensor(pose_images) -> torch.Tensor | None:
-    """The `[N, H, W, 3]` pose hint of an IMAGE batch or of X-Dyna pose frames."""
-    return None if pose_images is None else as_hint_frames(pose_images).to_image()
-
-
-def face_hint_tensor(face_condition) -> torch.Tensor | None:
-    """The `[N, H, W, 6]` hint `cat([local, global])` of an S-Face condition (Face Cropper output or a tensor)."""
-    if face_condition is None or isinstance(face_condition, torch.Tensor):
-        return face_condition
-    if isinstance(face_condition, HintFrames):
-        return face_condition.to_image()
-    if callable(getattr(face_condition, "hint", None)):
-        return face_condition.hint()
-    raise TypeError(f"face_condition must come from X-Dyna Face Cropper, got a {type(face_condition).__name__}")
+def hint_frames_of(value, name: str) -> HintFrames:
+    """The hints of an IMAGE batch, X-Dyna pose frames or an S-Face condition, as HintFrames (never copied)."""
+    if isinstance(value, HintFrames):
+        return value
+    if isinstance(value, torch.Tensor):
+        return TensorHintFrames(value)
+    raise TypeError(
+        f"the {name} hints must be an IMAGE batch or come from X-Dyna Render Pose / Face Cropper, "
+        f"got a {type(value).__name__}"
+    )
 
 
 # --- initial latent and sampler ------------------------------------------------------------------------------

@@ -240,8 +240,6 @@ def test_attention_overrides_apply_to_x_dyna_attention(comfy_host, tiny, referen
 
 
 def test_core_context_windows_give_each_window_its_own_hint_frames(comfy_host, tiny, reference, monkeypatch):
-    import comfy.controlnet
-
     sampling = pack(comfy_host, "nodes.sampling_nodes")
     frames = 20
     hint = torch.arange(frames, dtype=torch.float32).div(100).reshape(-1, 1, 1, 1).expand(-1, H * 8, W * 8, 3)
@@ -259,16 +257,21 @@ def test_core_context_windows_give_each_window_its_own_hint_frames(comfy_host, t
         pose_controlnet=control,
         pose_images=hint.contiguous(),
     ).args
-    seen = []
-    real = comfy.controlnet.ControlNet.get_control
+    controlnet = pack(comfy_host, "nodes.controlnet_patch").XDynaControlNet
+    seen, current = [], []
+    real_control, real_hints = controlnet.get_control, controlnet._hints
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
-        window = transformer_options.get("context_window")
-        frames_given = [round(v * 100) for v in self.cond_hint_original[:, 0, 0, 0].tolist()]
-        seen.append((list(window.index_list), frames_given))
-        return real(self, x_noisy, t, cond, batched_number, transformer_options)
+        current[:] = list(transformer_options["context_window"].index_list)
+        return real_control(self, x_noisy, t, cond, batched_number, transformer_options)
 
-    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", get_control)
+    def hints(self, frames, x, dtype):
+        out = real_hints(self, frames, x, dtype)
+        seen.append((list(current), [round(v * 100) for v in out[:, 0, 0, 0].float().tolist()]))
+        return out
+
+    monkeypatch.setattr(controlnet, "get_control", get_control)
+    monkeypatch.setattr(controlnet, "_hints", hints)
     core_windows = comfy_host.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"]
     model = apply(comfy_host, tiny.model, tiny, reference)
     windowed = core_windows.execute(

@@ -71,7 +71,9 @@ def test_controlnets_chain_and_share_hints(comfy_host, glue):
         control = conditioning[0][1]["control"]
         assert control.xdyna_name == "S-Face ControlNet" and control.previous_controlnet.xdyna_name == "pose ControlNet"
     assert positive[0][1]["control"] is negative[0][1]["control"], "both CFG branches share the same hints"
-    assert positive[0][1]["control"].cond_hint_original.shape == (5, 6, 32, 48)
+    control = positive[0][1]["control"]
+    assert control.hint_shape == (5, 6, 32, 48) and control.cond_hint_original is None  # never a whole-clip copy
+    assert control.hint_frames.images is face_hints
 
 
 def test_controlnet_mistakes_are_named(comfy_host, glue):

@@ -1,0 +1,341 @@
+"""X-Dyna's ControlNets on ComfyUI: each frame's residuals computed once per evaluation, hints fetched per window.
+
+A ControlNet's output for a frame depends only on that frame's latent, the step, the text context and the
+frame's hint, never on the window (docs/xdyna_model.md §3.5, §6). The release (and core ComfyUI) nevertheless
+run it for every frame of every window and for both CFG branches. `XDynaControlNet`, a core `ControlNet`
+with the same weights and settings, instead:
+
+- shares one evaluation between CFG branches whose contexts (and extra conditions) are equal, as the released
+  empty prompt makes them; branches that differ (a user prompt, `control_apply_to_uncond`) get their own;
+- keeps a frame's residuals from the first window of an evaluation that needs them to the last, following the
+  window plan the context-window wrapper publishes, so overlapping and wrapped-round frames are computed once;
+  the cache holds only frames still to be used, and moves to the offload device past a memory budget;
+- reads its hints from a `HintFrames` clip, a window's frames at a time, so no full-clip float32 hint ever
+  exists on the compute device (or anywhere, for clips that render on demand).
+
+The numbers are those of core's ControlNet on the same inputs: the same layers, strength, timestep range and
+residual merging with a chained ControlNet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import comfy.controlnet
+import comfy.model_base
+import comfy.model_management
+import comfy.utils
+import torch
+
+from ..xdyna_core.hints import HintFrames, TensorHintFrames
+
+logger = logging.getLogger("xdyna")
+
+WINDOW_CALL = "xdyna_window"  # transformer_options key of the window being evaluated
+CACHE_BUDGET_BYTES = 2 << 30  # residuals kept on the compute device between windows, before spilling
+
+_evaluations = itertools.count()
+Residuals = dict[str, list[torch.Tensor | None]]  # a ControlNet's outputs: {"middle": [...], "output": [...]}
+
+
+def _map(residuals: Residuals, fn) -> Residuals:
+    return {key: [None if v is None else fn(v) for v in layers] for key, layers in residuals.items()}
+
+
+def _values(residuals: Residuals):
+    return (v for layers in residuals.values() for v in layers if v is not None)
+
+
+def _concat(parts: Sequence[Residuals]) -> Residuals:
+    """Residuals of consecutive batch rows joined along the batch."""
+    return {
+        key: [None if layer[0] is None else torch.cat(layer) for layer in zip(*(p[key] for p in parts))]
+        for key in parts[0]
+    }
+
+
+def new_evaluation_id() -> int:
+    """A fresh id for one model evaluation of the whole video (a step, or a sub-step of a multi-step sampler)."""
+    return next(_evaluations)
+
+
+@dataclass(frozen=True)
+class WindowCall:
+    """The window a UNet call evaluates, as the ControlNets need to know it.
+
+    Args:
+        evaluation: id of the model evaluation the window belongs to (residuals are reused within it only).
+        frames: the video frames of the window, in the order of the batch.
+        index: the window's position in the evaluation's plan.
+        last_use: frame → index of the last window of the evaluation that needs it (empty: no reuse).
+    """
+
+    evaluation: int
+    frames: tuple[int, ...]
+    index: int = 0
+    last_use: Mapping[int, int] = field(default_factory=dict)
+
+
+def last_uses(windows: Sequence[Sequence[int]]) -> dict[int, int]:
+    """Frame → the index of the last window that contains it."""
+    return {frame: i for i, window in enumerate(windows) for frame in window}
+
+
+def normalisation_ranges(hints: HintFrames, stream_channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel `(low, high)` of the release's min-max normalisation: each stream's min and max over the clip.
+
+    Pose hints are one stream; S-Face hints are two (the local and the global canvas), normalised apart.
+    """
+    low, high = hints.value_range()
+    streams = max(1, hints.channels // stream_channels)
+    low = low.reshape(streams, -1).amin(1, keepdim=True).expand(-1, stream_channels).reshape(-1)
+    high = high.reshape(streams, -1).amax(1, keepdim=True).expand(-1, stream_channels).reshape(-1)
+    return low.clone(), high.clone()
+
+
+def can_adopt(control) -> bool:
+    """Whether a core ControlNet can run as an XDynaControlNet: a plain image-hint ControlNet (SD1.5-style)."""
+    return (
+        type(control) is comfy.controlnet.ControlNet
+        and control.latent_format is None
+        and control.vae is None
+        and not control.concat_mask
+        and not control.extra_concat_orig
+    )
+
+
+class XDynaControlNet(comfy.controlnet.ControlNet):
+    """A core ControlNet that evaluates each frame once per evaluation and reads its hints from `HintFrames`."""
+
+    hint_frames: HintFrames | None = None
+    hint_ranges: tuple[torch.Tensor, torch.Tensor] | None = None
+    xdyna_name: str | None = None
+
+    @classmethod
+    def adopt(
+        cls,
+        base: comfy.controlnet.ControlNet,
+        hints: HintFrames,
+        ranges: tuple[torch.Tensor, torch.Tensor] | None = None,
+        name: str | None = None,
+    ) -> XDynaControlNet:
+        """An XDynaControlNet with `base`'s weights and settings (strength, range, chain) and these hints."""
+        control = cls(
+            None,
+            global_average_pooling=base.global_average_pooling,
+            load_device=base.load_device,
+            manual_cast_dtype=base.manual_cast_dtype,
+        )
+        control.control_model = base.control_model
+        control.control_model_wrapped = base.control_model_wrapped
+        base.copy_to(control)
+        control.cond_hint_original = None  # the clip lives in hint_frames, never whole on the device
+        control.previous_controlnet = base.previous_controlnet
+        control.hint_frames = hints
+        control.hint_ranges = ranges
+        control.xdyna_name = name or getattr(base, "xdyna_name", None)
+        control._reset()
+        return control
+
+    def _reset(self) -> None:
+        self._evaluation: int | None = None
+        self._groups: list[tuple[torch.Tensor, dict]] = []
+        self._cache: dict[tuple[int, int], Residuals] = {}  # (group, frame) → unscaled residuals [1, ...]
+        self._spilled = False
+
+    def copy(self) -> XDynaControlNet:
+        return XDynaControlNet.adopt(self, self.hint_frames, self.hint_ranges, self.xdyna_name)
+
+    def copy_to(self, c) -> None:
+        super().copy_to(c)
+        if isinstance(c, XDynaControlNet):
+            c.hint_frames, c.hint_ranges, c.xdyna_name = self.hint_frames, self.hint_ranges, self.xdyna_name
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        self._reset()
+
+    @property
+    def hint_shape(self) -> tuple[int, int, int, int]:
+        """`(frames, channels, height, width)` of the hint clip, as core's `cond_hint_original` would have."""
+        frames, height, width, channels = self.hint_frames.shape
+        return (frames, channels, height, width)
+
+    # --- evaluation -------------------------------------------------------------------------------------
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        control_prev = None
+        if self.previous_controlnet is not None:
+            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
+        if self.timestep_range is not None:
+            if t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]:
+                return control_prev
+
+        chunks = max(1, batched_number)
+        per_chunk = x_noisy.shape[0] // chunks
+        call = transformer_options.get(WINDOW_CALL)
+        if call is None or len(call.frames) != per_chunk:
+            call = WindowCall(new_evaluation_id(), tuple(range(per_chunk)))
+        if call.evaluation != self._evaluation:
+            self._reset()
+            self._evaluation = call.evaluation
+
+        context = cond.get("crossattn_controlnet", cond["c_crossattn"])
+        extras = {c: cond[c] for c in self.extra_conds if cond.get(c) is not None}
+        per_group: dict[int, Residuals] = {}
+        outputs = []
+        for chunk in range(chunks):
+            rows = slice(chunk * per_chunk, (chunk + 1) * per_chunk)
+            chunk_extras = {k: v[rows] for k, v in extras.items()}
+            group = self._group_of(context[rows], chunk_extras)
+            if group is None:  # the chunk's frames have different contexts: evaluate it whole, uncached
+                outputs.append(self._evaluate(x_noisy[rows], t[rows], context[rows], chunk_extras, call.frames))
+                continue
+            if group not in per_group:
+                per_group[group] = self._window_residuals(group, x_noisy[rows], t[rows], call)
+            outputs.append(per_group[group])
+        return self.control_merge(_concat(outputs), control_prev, output_dtype=None)
+
+    def _group_of(self, context: torch.Tensor, extras: dict) -> int | None:
+        """The sharing group of a chunk whose frames all have one context; None if its frames differ."""
+        first = context[:1]
+        first_extras = {k: v[:1] for k, v in extras.items()}
+        if not torch.equal(context, first.expand_as(context)):
+            return None
+        if not all(torch.equal(v, first_extras[k].expand_as(v)) for k, v in extras.items()):
+            return None
+        for i, (known, known_extras) in enumerate(self._groups):
+            if known.shape == first.shape and torch.equal(known, first.to(known.device)):
+                if known_extras.keys() == first_extras.keys() and all(
+                    torch.equal(known_extras[k], first_extras[k]) for k in known_extras
+                ):
+                    return i
+        self._groups.append((first, first_extras))
+        return len(self._groups) - 1
+
+    def _window_residuals(self, group: int, x: torch.Tensor, t: torch.Tensor, call: WindowCall) -> Residuals:
+        """This window's unscaled residuals for one sharing group: cached frames reused, the others computed."""
+        context, extras = self._groups[group]
+        missing = [i for i, frame in enumerate(call.frames) if (group, frame) not in self._cache]
+        per_frame: dict[int, Residuals] = {}
+        if missing:
+            rows = torch.tensor(missing, device=x.device)
+            fresh = self._evaluate(
+                x[rows],
+                t[rows.to(t.device)],
+                context.expand(len(missing), *context.shape[1:]),
+                {k: v.expand(len(missing), *v.shape[1:]) for k, v in extras.items()},
+                [call.frames[i] for i in missing],
+            )
+            for n, i in enumerate(missing):
+                per_frame[i] = _map(fresh, lambda v, n=n: v[n : n + 1])
+        for i, frame in enumerate(call.frames):
+            if i not in per_frame:
+                per_frame[i] = _map(self._cache[group, frame], lambda v: v.to(x.device))
+        self._keep(group, call, {call.frames[i]: per_frame[i] for i in missing})
+        return _concat([per_frame[i] for i in range(len(call.frames))])
+
+    def _keep(self, group: int, call: WindowCall, computed: dict[int, Residuals]) -> None:
+        """Cache what later windows of this evaluation need, and only that."""
+        for frame, residuals in computed.items():
+            if call.last_use.get(frame, -1) > call.index:
+                self._cache[group, frame] = _map(residuals, torch.clone)
+        for key in [k for k in self._cache if k[0] == group and call.last_use.get(k[1], -1) <= call.index]:
+            del self._cache[key]  # this group's frames no later window needs (other groups may still be due)
+        nbytes = sum(v.numel() * v.element_size() for r in self._cache.values() for v in _values(r))
+        if nbytes > CACHE_BUDGET_BYTES:
+            offload = self.control_model_wrapped.offload_device
+            if not self._spilled:
+                logger.info(
+                    "X-Dyna: %s residuals kept between windows (%.0f MB) exceed %.0f MB; holding them on %s",
+                    self.xdyna_name or "ControlNet",
+                    nbytes / 2**20,
+                    CACHE_BUDGET_BYTES / 2**20,
+                    offload,
+                )
+                self._spilled = True
+            self._cache = {k: _map(r, lambda v: v.to(offload)) for k, r in self._cache.items()}
+
+    def _evaluate(self, x, t, context, extras, frames) -> Residuals:
+        """The ControlNet on these rows (unscaled residuals), as core's `get_control` computes them."""
+        dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.control_model.dtype
+        extra = self.extra_args.copy()
+        for key, value in extras.items():
+            extra[key] = comfy.model_base.convert_tensor(value, dtype, x.device)
+        timestep = self.model_sampling_current.timestep(t)
+        x_in = self.model_sampling_current.calculate_input(t, x)
+        return self.control_model(
+            x=x_in.to(dtype),
+            hint=self._hints(frames, x, dtype),
+            timesteps=timestep.to(dtype),
+            context=comfy.model_management.cast_to_device(context, x.device, dtype),
+            **extra,
+        )
+
+    def _hints(self, frames: Sequence[int], x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The hints of these frames, normalised, at the latent's size ×8, on the compute device."""
+        clip = self.hint_frames
+        index = [0] * len(frames) if clip.num_frames == 1 else list(frames)
+        hint = clip.frames(index).movedim(-1, 1)
+        if self.hint_ranges is not None:
+            low, high = (r.reshape(1, -1, 1, 1) for r in self.hint_ranges)
+            span = torch.where(high > low, high - low, torch.ones_like(high))
+            hint = torch.where(high > low, (hint - low) / span, hint)
+        height, width = x.shape[-2] * self.compression_ratio, x.shape[-1] * self.compression_ratio
+        if tuple(hint.shape[-2:]) != (height, width):
+            hint = comfy.utils.common_upscale(hint, width, height, self.upscale_algorithm, "center")
+        hint = self.preprocess_image(hint)
+        return hint.to(device=x.device, dtype=dtype)
+
+
+class ImageLayoutHints(HintFrames):
+    """The `[N, C, H, W]` hint tensor of a core ControlNet seen as HintFrames (no copy)."""
+
+    def __init__(self, hint: torch.Tensor) -> None:
+        self.inner = TensorHintFrames(hint.movedim(1, -1))
+
+    num_frames = property(lambda self: self.inner.num_frames)
+    height = property(lambda self: self.inner.height)
+    width = property(lambda self: self.inner.width)
+    channels = property(lambda self: self.inner.channels)
+
+    def _frames(self, index: list[int]) -> torch.Tensor:
+        return self.inner.frames(index)
+
+
+def adopt_controls(conds: Mapping[str, list]) -> None:
+    """Run the core ControlNets of a sampling run's conditioning as XDynaControlNets (same numbers, less work).
+
+    `conds` are the run's own copies of the condition dicts, so the user's conditioning is unchanged. A chain
+    is adopted only whole; one that holds another kind of control (T2I adapter, ControlLoRA) stays as it is.
+    """
+    adopted: dict[int, object] = {}
+
+    def adopt(control):
+        if control is None or isinstance(control, XDynaControlNet):
+            return control
+        if id(control) in adopted:
+            return adopted[id(control)]
+        chain, link = [], control
+        while link is not None:
+            chain.append(link)
+            link = link.previous_controlnet
+        if not all(isinstance(c, XDynaControlNet) or can_adopt(c) for c in chain):
+            adopted[id(control)] = control
+            return control
+        hint = control.cond_hint_original
+        if not isinstance(control, XDynaControlNet) and not (isinstance(hint, torch.Tensor) and hint.ndim == 4):
+            adopted[id(control)] = control
+            return control
+        new = XDynaControlNet.adopt(control, ImageLayoutHints(hint))
+        new.previous_controlnet = adopt(control.previous_controlnet)
+        adopted[id(control)] = new
+        return new
+
+    for cond_list in conds.values():
+        for cond in cond_list or []:
+            if isinstance(cond, dict) and cond.get("control") is not None:
+                cond["control"] = adopt(cond["control"])

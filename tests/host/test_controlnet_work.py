@@ -1,0 +1,139 @@
+"""ControlNet work: each frame's residuals once per step, shared by CFG branches with equal contexts.
+
+Output equality with the per-window, per-branch computation is shown by the whole-run parity tests
+(test_sampling_parity.py) and by core's Apply ControlNet giving the same video as ours (test_controlnets.py);
+these tests count the work and check the cache's bounds and fallbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tests.fixtures.official_layout import TINY_UNET
+from tests.host.support_nodes import TinyControlNet
+from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
+
+H, W, STEPS = 4, 6, 3
+
+
+@pytest.fixture(scope="module")
+def setup(comfy_host):
+    TinyControlNet.glue = pack(comfy_host, "nodes.comfy_glue")
+    tiny = tiny_xdyna(comfy_host, seed=13, residual_gain=0.1, output_gain=0.1)
+    reference = random_reference(comfy_host, TINY_UNET, H, W, seed=3)
+    model = (
+        pack(comfy_host, "nodes.model_nodes")
+        .XDynaApplyDynamicsAdapter.execute(tiny.model, tiny.weights, reference, 1.0)
+        .args[0]
+    )
+    return model, reference
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Frames each ControlNet network evaluates, by network."""
+    import comfy.cldm.cldm
+
+    counts: dict[int, int] = {}
+    real = comfy.cldm.cldm.ControlNet.forward
+
+    def forward(self, x, *args, **kwargs):
+        counts[id(self)] = counts.get(id(self), 0) + x.shape[0]
+        return real(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.cldm.cldm.ControlNet, "forward", forward)
+    return counts
+
+
+def text(seed):
+    return torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def controls(comfy_host, frames, positive_text, negative_text, core=False):
+    sampling = pack(comfy_host, "nodes.sampling_nodes")
+    gen = torch.Generator().manual_seed(frames)
+    pose = TinyControlNet().load(1, 3)[0]
+    face = TinyControlNet().load(2, 6)[0]
+    positive, negative = [[positive_text, {}]], [[negative_text, {}]]
+    pose_hints = torch.rand(frames, H * 8, W * 8, 3, generator=gen)
+    face_hints = torch.rand(frames, H * 8, W * 8, 6, generator=gen)
+    if core:
+        import nodes as core_nodes
+
+        apply = core_nodes.ControlNetApplyAdvanced().apply_controlnet
+        positive, negative = apply(positive, negative, pose, pose_hints, 1.0, 0.0, 1.0)
+        positive, negative = apply(positive, negative, face, face_hints, 1.0, 0.0, 1.0)
+        return positive, negative
+    return sampling.XDynaApplyControlNets.execute(
+        positive,
+        negative,
+        pose_strength=1.0,
+        pose_start=0.0,
+        pose_end=1.0,
+        face_strength=1.0,
+        face_start=0.0,
+        face_end=1.0,
+        pose_controlnet=pose,
+        pose_images=pose_hints,
+        face_controlnet=face,
+        face_condition=face_hints,
+    ).args
+
+
+def sample(comfy_host, setup, frames, conditioning, seed=5):
+    model, reference = setup
+    sampler = pack(comfy_host, "nodes.sampling_nodes").XDynaTemporalSampler
+    args = (model, *conditioning, reference, frames, seed, STEPS, 7.5, "ddim", "xdyna_ddim", 16, 4)
+    return sampler.execute(*args, "uniform_closed_loop", 1.0).args[0]["samples"]
+
+
+@pytest.mark.parametrize("frames", [7, 40])
+@pytest.mark.parametrize("core", [False, True], ids=["ours", "core-apply-controlnet"])
+def test_each_frame_once_per_step_when_both_branches_see_the_same_context(comfy_host, setup, counted, frames, core):
+    same = text(1)
+    sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone(), core=core))
+    assert sorted(counted.values()) == [frames * STEPS] * 2  # pose and S-Face: N frames x steps, not windows x 16 x 2
+
+
+def test_branches_with_different_prompts_each_get_their_own_evaluation(comfy_host, setup, counted):
+    frames = 40
+    sample(comfy_host, setup, frames, controls(comfy_host, frames, text(1), text(2)))
+    assert sorted(counted.values()) == [2 * frames * STEPS] * 2
+
+
+def test_the_released_schedule_would_evaluate_every_window_frame_of_both_branches(comfy_host):
+    """The saving, from the window plan: 40 frames is 4 windows of 16 (closed loop), both branches, per step."""
+    windows = pack(comfy_host, "xdyna_core.windows")
+    plan = windows.context_windows(40, "uniform_closed_loop", 16, 4, 0)
+    assert 2 * sum(len(w) for w in plan) == 128 and len(plan) == 4  # against 40 with sharing and reuse
+
+
+def test_cache_holds_only_frames_still_needed_and_spills_past_its_budget(comfy_host, setup, monkeypatch, caplog):
+    controlnet_patch = pack(comfy_host, "nodes.controlnet_patch")
+    sizes = []
+    real_keep = controlnet_patch.XDynaControlNet._keep
+
+    def keep(self, group, call, computed):
+        real_keep(self, group, call, computed)
+        sizes.append(len(self._cache))
+
+    monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
+    frames, same = 40, text(1)
+    conditioning = controls(comfy_host, frames, same, same.clone())
+    expected = sample(comfy_host, setup, frames, conditioning)
+    # what the window plan makes necessary: frames seen by an earlier window and needed by a later one (for 40
+    # frames, 4 shared with the next window and 12 that the last window wraps round to); 8 for any N >= 52
+    windows = pack(comfy_host, "xdyna_core.windows").context_windows(frames, "uniform_closed_loop", 16, 4, 0)
+    first = {f: min(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
+    last = {f: max(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
+    needed = max(sum(first[f] <= i < last[f] for f in range(frames)) for i in range(len(windows)))
+    assert needed == 16 and max(sizes) == needed and sizes[-1] == 0
+
+    monkeypatch.setattr(controlnet_patch, "CACHE_BUDGET_BYTES", 1)
+    with caplog.at_level(logging.INFO, logger="xdyna"):
+        spilled = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    assert any("exceed" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(spilled, expected, rtol=0, atol=0)
