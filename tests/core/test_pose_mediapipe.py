@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from xdyna_core.face.landmarks import MEDIAPIPE_TO_IBUG68
-from xdyna_core.pose import mediapipe_backend
+from xdyna_core.pose import mediapipe_backend, mediapipe_runtime
 from xdyna_core.pose.draw import draw_xdyna_pose
 from xdyna_core.pose.keypoints import (
     BODY_NAMES,
@@ -42,7 +42,7 @@ def test_missing_mediapipe_is_a_clear_error(monkeypatch):
     def no_module(name, *args, **kwargs):
         raise ImportError(f"No module named {name!r}")
 
-    monkeypatch.setattr(mediapipe_backend.importlib, "import_module", no_module)
+    monkeypatch.setattr(mediapipe_runtime.importlib, "import_module", no_module)
     with pytest.raises(MediaPipeUnavailableError, match="--no-deps mediapipe==0.10.21"):
         load_holistic_module()
     assert mediapipe_backend.mediapipe_status()[0] is False

@@ -28,13 +28,16 @@ BAR_LEVEL = 0.1
 BAR_SAMPLES = 32
 # Bars are never taken to cover more than this share of a side: a mostly dark video keeps its picture.
 MAX_BAR_SHARE = 0.45
+# Thinner dark edges are encoder padding or a dark border in the picture, not bars (driving_1.mp4 has a dark
+# last row below its picture).
+MIN_BAR = 4
 
 
 def _leading_dark(levels: np.ndarray, limit: int) -> int:
-    """How many entries from the start are at most `BAR_LEVEL` (capped at `limit`)."""
+    """How many entries from the start are at most `BAR_LEVEL` (capped at `limit`; 0 when under `MIN_BAR`)."""
     bright = np.nonzero(levels > BAR_LEVEL)[0]
-    run = int(bright[0]) if bright.size else len(levels)
-    return min(run, limit)
+    run = min(int(bright[0]) if bright.size else len(levels), limit)
+    return run if run >= MIN_BAR else 0
 
 
 def content_box(frames: torch.Tensor) -> Box:
