@@ -83,7 +83,9 @@ def hand_rates(people: Sequence[PersonPose | None]) -> dict[str, float]:
     """Share of the frames in which each hand has at least one point."""
     count = max(1, len(people))
     return {
-        name: sum(p is not None and getattr(p, name) is not None and present(getattr(p, name)).any() for p in people)
+        name: float(
+            sum(p is not None and getattr(p, name) is not None and present(getattr(p, name)).any() for p in people)
+        )
         / count
         for name in HANDS
     }

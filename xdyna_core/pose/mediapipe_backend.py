@@ -30,9 +30,9 @@ DWPose renderings), so the threshold is a setting here (`hand_presence`), writte
 `ThresholdingCalculator` options before the graph starts. Measured on all 571 frames of `driving_1.mp4`
 (video mode), left / right hand found in: 51 / 37 % at MediaPipe's 0.5; 70 / 64 % at 0.1; 76 / 73 % at
 0.05 (ours), with 90 / 88 % of the hands within 10 px of the official DWPose hands (95 / 96 % at 0.5).
-Interpolating gaps of up to 4 frames relative to the wrist then gives 89 / 89 %. A second look on wrist
-crops (`hand_crops`, MediaPipe Hands) adds about one point more at about 35 ms per frame, so it is off by
-default.
+Interpolating gaps of up to 4 frames relative to the wrist then gives 87 / 89 % (87 / 85 % of them within
+10 px of the official hands). A second look on wrist crops (`hand_crops`, MediaPipe Hands) adds about one
+point more (89 / 89 %) at about 35 ms per frame, so it is off by default.
 """
 
 from __future__ import annotations
