@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from xdyna_core.pose.draw import draw_xdyna_pose
-from xdyna_core.pose.keypoints import L_WRIST, NECK, NOSE, PersonPose, PoseFrame, missing_points, present
 from xdyna_core.pose.framing import MARGIN, fit_transform
+from xdyna_core.pose.keypoints import L_WRIST, NECK, NOSE, PersonPose, PoseFrame, missing_points, present
 from xdyna_core.pose.retarget import (
     BODY_PARENT,
     SIZE_BONES,
