@@ -29,6 +29,7 @@ def letterboxed(count: int = 6, height: int = 96, width: int = 64, box=(0, 20, 5
 def test_content_box_finds_letterbox_and_pillarbox_bars():
     assert content_box(letterboxed()) == (0, 20, 50, 90)
     assert content_box(letterboxed(box=(7, 0, 57, 96))) == (7, 0, 57, 96)
+    assert content_box(letterboxed(box=(10, 20, 50, 80))) == (10, 20, 50, 80)  # both: a picture in the middle
     plain = torch.rand(3, 40, 30, 3)
     assert content_box(plain) == (0, 0, 30, 40)
 
@@ -41,6 +42,9 @@ def test_dark_pictures_and_thin_dark_edges_are_not_bars():
     frames = letterboxed(box=(0, 0, 64, 96))
     frames[1:, :30] = 0.0
     assert content_box(frames) == (0, 0, 64, 96)
+    spots = torch.zeros(2, 96, 64, 3)
+    spots[0, 50, 30] = 1.0  # a dark picture with one bright spot: no bars around it
+    assert content_box(spots) == (0, 0, 64, 96)
     with pytest.raises(ValueError, match="at least one frame"):
         content_box(torch.zeros(0, 4, 4, 3))
 

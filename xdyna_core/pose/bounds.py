@@ -6,7 +6,8 @@ black bars in which nothing real can be. A pose drawn there tells the ControlNet
 picture has none, so such points are marked missing, and the renderer never draws a point off its canvas.
 
 The content area is found from the frames themselves: the leading and trailing rows and columns that are
-near-black in every sampled frame are letterbox (or pillarbox) bars. A box is `(left, top, right, bottom)` in
+near-black in every sampled frame are letterbox (or pillarbox) bars, when the line just past them is mostly
+bright (where a picture starts; a dark picture with a few bright spots has no bars). A box is `(left, top, right, bottom)` in
 pixels, right and bottom exclusive; a point `(x, y)` lies inside when `left <= x < right` and
 `top <= y < bottom`.
 """
@@ -31,6 +32,9 @@ MAX_BAR_SHARE = 0.45
 # Thinner dark edges are encoder padding or a dark border in the picture, not bars (driving_1.mp4 has a dark
 # last row below its picture).
 MIN_BAR = 4
+# A bar ends where the picture starts: at least this share of the first line past it is bright (driving_1.mp4:
+# 100 %). A dark picture with a few bright spots has no bars.
+EDGE_BRIGHT = 0.5
 
 
 def _leading_dark(levels: np.ndarray, limit: int) -> int:
@@ -52,13 +56,23 @@ def content_box(frames: torch.Tensor) -> Box:
     brightest = torch.zeros(height, width)
     for i in picks.tolist():  # frame by frame: never a float copy of the sample
         brightest = torch.maximum(brightest, frames[i, :, :, :3].float().amax(-1).cpu())
+    bright = (brightest > BAR_LEVEL).numpy()
     rows, cols = brightest.amax(1).numpy(), brightest.amax(0).numpy()
-    if not (rows > BAR_LEVEL).any():
+    if not bright.any():
         return (0, 0, width, height)
     top = _leading_dark(rows, int(MAX_BAR_SHARE * height))
     bottom = height - _leading_dark(rows[::-1], int(MAX_BAR_SHARE * height))
     left = _leading_dark(cols, int(MAX_BAR_SHARE * width))
     right = width - _leading_dark(cols[::-1], int(MAX_BAR_SHARE * width))
+    # keep a bar only where a picture begins past it (judged within the other axis' picture span)
+    if top and bright[top, left:right].mean() < EDGE_BRIGHT:
+        top = 0
+    if bottom < height and bright[bottom - 1, left:right].mean() < EDGE_BRIGHT:
+        bottom = height
+    if left and bright[top:bottom, left].mean() < EDGE_BRIGHT:
+        left = 0
+    if right < width and bright[top:bottom, right - 1].mean() < EDGE_BRIGHT:
+        right = width
     return (left, top, right, bottom)
 
 
