@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..xdyna_core.face import sface_condition_from_pose
 from ..xdyna_core.image_prep import CROP_ANCHORS
 from ..xdyna_core.pose.pose_frames import spread_index
-from .hint_nodes import image_frames_input
+from .hint_nodes import PREVIEW_FRAMES, image_frames_input
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
@@ -140,7 +140,7 @@ class XDynaFaceCropper(io.ComfyNode):
         person_index: int,
         on_no_face: str,
         body_fallback: bool = True,
-        image_frames: int = 16,
+        image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
         check_generation_size(width, height)
         if on_no_face not in ON_NO_FACE:

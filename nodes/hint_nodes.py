@@ -2,7 +2,7 @@
 
 Pose and face hints travel between nodes as `HintFrames` (rendered a window at a time), so a clip never
 exists as float32 images on the way to the sampler. IMAGE outputs that exist for looking at the result hold
-`image_frames` frames spread over the clip (16 by default: a contact sheet, a few tens of MB); X-Dyna Hints
+`image_frames` frames spread over the clip (8 by default: a contact sheet of 44 MB at 512×896); X-Dyna Hints
 to Images turns any part of a hint clip into an IMAGE batch for previews or other packs' nodes.
 """
 
@@ -16,7 +16,7 @@ from ..xdyna_core.pose.pose_frames import spread_index
 from .types import FaceCondition, PoseFrames
 
 CATEGORY = "X-Dyna/preview"
-PREVIEW_FRAMES = 16
+PREVIEW_FRAMES = 8
 FACE_PARTS = ("side_by_side", "local", "global")
 
 

@@ -27,7 +27,7 @@ from ..xdyna_core.pose.onnx_runtime import (
 )
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
 from . import comfy_glue
-from .hint_nodes import image_frames_input, preview_images
+from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .pose_nodes import content_area_input, content_of
 from .types import PoseKeypoint
 
@@ -155,7 +155,7 @@ class XDynaDWPoseExtractor(io.ComfyNode):
         provider: str,
         batch_size: int,
         content_area: str = "auto",
-        image_frames: int = 16,
+        image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
         import_onnxruntime()  # before a download of several hundred MB that could not be used
         folders = comfy_glue.dwpose_folders()

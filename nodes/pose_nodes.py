@@ -12,7 +12,7 @@ from ..xdyna_core.pose.keypoints import PoseFrame, frames_from_pose_keypoint, fr
 from ..xdyna_core.pose.mediapipe_backend import DEFAULT_HAND_GAP, DEFAULT_HAND_PRESENCE, detect_people
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
 from . import comfy_glue
-from .hint_nodes import image_frames_input, preview_images
+from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
@@ -227,7 +227,7 @@ class XDynaMediaPipePose(io.ComfyNode):
         hand_gap: int = DEFAULT_HAND_GAP,
         hand_crops: bool = False,
         content_area: str = "auto",
-        image_frames: int = 16,
+        image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
         total, height, width = image.shape[0], image.shape[1], image.shape[2]
         video = mode == "video"

@@ -17,7 +17,7 @@ import torch
 from ..hints import HintFrames
 from ..image_prep import CropAnchor, ResizeMethod, fit_to_size
 from .landmarks import FEATURE_NAMES
-from .sface import Border, render_canvases
+from .sface import Border, cut_canvases
 
 
 class SFaceCondition(HintFrames):
@@ -82,13 +82,20 @@ class SFaceCondition(HintFrames):
         """(width, height) of the canvases: the generation size."""
         return self._width, self._height
 
+    def _fitted(self, i: int) -> torch.Tensor:
+        """Driving frame i at the generation size, `[H, W, C]` (a view when it already has that size)."""
+        frame = self.driving[i : i + 1]
+        fitted, _ = fit_to_size(frame, self._width, self._height, anchor=self.crop, method=self.resize)
+        return fitted[0].cpu().float()
+
     def _frames(self, index: list[int]) -> torch.Tensor:
-        picked = torch.tensor(index, dtype=torch.long, device=self.driving.device)
-        source = self.driving[picked].cpu()
-        fitted, _ = fit_to_size(source, self._width, self._height, anchor=self.crop, method=self.resize)
-        boxes = [tuple(box) for box in self.boxes[index].tolist()]
-        local, glob = render_canvases(fitted.float(), boxes, list(self.centres[index].numpy()), border=self.border)
-        return torch.cat([local, glob], dim=-1)
+        # one frame at a time, straight into the output: a window costs its 6-channel hints and nothing more
+        out = torch.zeros(len(index), self._height, self._width, 6)
+        boxes = self.boxes[index].tolist()
+        centres = self.centres[index].numpy()
+        for k, i in enumerate(index):
+            cut_canvases(out[k, ..., :3], out[k, ..., 3:], self._fitted(i), boxes[k], centres[k], self.border)
+        return out
 
     def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The 6-channel hint `[k, H, W, 6]` = `cat([local, global])` of the indexed frames (all by default)."""

@@ -130,12 +130,26 @@ def render_canvases(
     local = torch.zeros_like(rgb)
     glob = torch.zeros_like(rgb)
     for i in range(count):
-        left, top, right, bottom = boxes[i]
-        glob[i, top:bottom, left:right] = rgb[i, top:bottom, left:right]
-        half = patch_half_size(boxes[i])
-        for centre in centres[i]:
-            rows, cols = patch_window(centre, half, width, height, border)
-            local[i, rows, cols] = rgb[i, rows, cols]
+        cut_canvases(local[i], glob[i], rgb[i], boxes[i], centres[i], border)
         if progress is not None:
             progress(i + 1, count)
     return local, glob
+
+
+def cut_canvases(
+    local: torch.Tensor,
+    glob: torch.Tensor,
+    frame: torch.Tensor,
+    box: Sequence[int],
+    centres: np.ndarray,
+    border: Border = "clip",
+) -> None:
+    """Copy one frame's face box into `glob` and its eye and mouth patches into `local` (black `[H, W, 3]`
+    canvases, written in place; `frame` is `[H, W, ≥3]`)."""
+    height, width = frame.shape[:2]
+    left, top, right, bottom = box
+    glob[top:bottom, left:right] = frame[top:bottom, left:right, :3]
+    half = patch_half_size(box)
+    for centre in centres:
+        rows, cols = patch_window(centre, half, width, height, border)
+        local[rows, cols] = frame[rows, cols, :3]

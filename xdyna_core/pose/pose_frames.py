@@ -61,9 +61,8 @@ class PoseHintFrames(HintFrames):
     def _frames(self, index: list[int]) -> torch.Tensor:
         out = torch.empty(len(index), self._height, self._width, 3)
         for k, i in enumerate(index):
-            drawn = draw_pose(self.poses[i], self._width, self._height, **self.style)
-            out[k] = torch.from_numpy(drawn).float().div_(255.0)
-        return out
+            out[k].copy_(torch.from_numpy(draw_pose(self.poses[i], self._width, self._height, **self.style)))
+        return out.div_(255.0)
 
     def held_bytes(self) -> int:
         """Bytes of keypoint arrays this object holds (Python object overhead not counted)."""
