@@ -27,9 +27,11 @@ def test_start_count_stride_and_face_canvases(comfy_host):
     tensors = pack(comfy_host, "xdyna_core.hints").TensorHintFrames
     clip = torch.rand(10, 8, 6, 6)
     face = tensors(clip)
-    run = lambda hints, **o: cls.execute(
-        hints, **{"start": 0, "count": 0, "stride": 1, "face_canvases": "local", **o}
-    ).result[0]  # noqa: E731
+
+    def run(hints, **options):
+        inputs = {"start": 0, "count": 0, "stride": 1, "face_canvases": "local", **options}
+        return cls.execute(hints, **inputs).result[0]
+
     torch.testing.assert_close(run(face, start=1, count=3, stride=2), clip[[1, 3, 5], ..., :3])
     torch.testing.assert_close(run(face, start=7, face_canvases="global"), clip[7:, ..., 3:])
     both = run(face, start=9, face_canvases="side_by_side")
