@@ -18,6 +18,8 @@ STAGES = (
     "face_nodes",
     "pose_extract_nodes",
     "pose_nodes",
+    "retarget_nodes",
+    "hint_nodes",
     "weights_nodes",
 )
 

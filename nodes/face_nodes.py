@@ -6,7 +6,8 @@ from comfy_api.latest import io
 
 from ..xdyna_core.face import sface_condition_from_pose
 from ..xdyna_core.image_prep import CROP_ANCHORS
-from . import comfy_glue
+from ..xdyna_core.pose.pose_frames import spread_index
+from .hint_nodes import PREVIEW_FRAMES, image_frames_input
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
@@ -27,8 +28,9 @@ class XDynaFaceCropper(io.ComfyNode):
             description=(
                 "Builds X-Dyna's S-Face condition from the driving video: per frame a black canvas with the face "
                 "region and one with eye and mouth patches, at exactly width×height and registered to the "
-                "cropped frame. Boxes are held still while the face stays inside them, missed faces are "
-                "bridged, and the boxes are lightly smoothed over time."
+                "cropped frame. Boxes are held still while the face stays inside them, faces the landmarks miss "
+                "are placed from the body's nose, eyes and ears, and the boxes are lightly smoothed over time. "
+                "The canvases are cut a window at a time inside the sampler, never held for the whole clip."
             ),
             inputs=[
                 io.Image.Input(
@@ -80,8 +82,9 @@ class XDynaFaceCropper(io.ComfyNode):
                     min=0,
                     max=10000,
                     tooltip=(
-                        "Frames without a face are bridged: gaps up to this many frames are interpolated "
-                        "between the faces around them, longer ones keep the last face box."
+                        "Frames with neither face landmarks nor the body's head keypoints are bridged: gaps up "
+                        "to this many frames are interpolated between the faces around them, longer ones keep "
+                        "the last face box."
                     ),
                 ),
                 io.Int.Input(
@@ -100,11 +103,25 @@ class XDynaFaceCropper(io.ComfyNode):
                         "conditions (the animation then gets no facial-expression guidance)."
                     ),
                 ),
+                io.Boolean.Input(
+                    "body_fallback",
+                    default=True,
+                    optional=True,
+                    tooltip=(
+                        "Where the face landmarks are missing (masked, turned or blurred faces), place the face "
+                        "from the same person's body nose, eyes and ears, calibrated on the frames that have "
+                        "both. Off: such frames are only interpolated or held."
+                    ),
+                ),
+                image_frames_input(what="previews of the local and global canvases"),
             ],
             outputs=[
-                FaceCondition.Output(display_name="face_condition"),
-                io.Image.Output(display_name="local_preview"),
-                io.Image.Output(display_name="global_preview"),
+                FaceCondition.Output(
+                    display_name="face_condition",
+                    tooltip="The S-Face condition (6 channels: local, global), cut a window at a time.",
+                ),
+                io.Image.Output(display_name="local_preview", tooltip="A preview: image_frames local canvases."),
+                io.Image.Output(display_name="global_preview", tooltip="A preview: image_frames global canvases."),
                 io.String.Output(display_name="boxes_json"),
             ],
         )
@@ -122,6 +139,8 @@ class XDynaFaceCropper(io.ComfyNode):
         max_gap: int,
         person_index: int,
         on_no_face: str,
+        body_fallback: bool = True,
+        image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
         check_generation_size(width, height)
         if on_no_face not in ON_NO_FACE:
@@ -137,9 +156,12 @@ class XDynaFaceCropper(io.ComfyNode):
             smoothing=smoothing,
             max_gap=max_gap,
             allow_no_face=on_no_face == "black",
-            progress=comfy_glue.frame_progress(image.shape[0]),
+            body_fallback=body_fallback,
         )
-        return io.NodeOutput(condition, condition.local, condition.global_, condition.to_json())
+        preview = condition.hint(spread_index(condition.num_frames, image_frames))
+        return io.NodeOutput(
+            condition, preview[..., :3].contiguous(), preview[..., 3:].contiguous(), condition.to_json()
+        )
 
 
 NODES = [XDynaFaceCropper]

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..xdyna_core.pose.draw import draw_xdyna_pose
+from ..xdyna_core.pose.bounds import frame_inside
 from ..xdyna_core.pose.dwpose import DETECTOR_FILE, ESTIMATOR_FILE, DWPose, locate_model_files
 from ..xdyna_core.pose.dwpose_detector import SCORE_THRESHOLD
 from ..xdyna_core.pose.dwpose_sequence import MISSING_MODES, PERSON_CHOICES
-from ..xdyna_core.pose.keypoints import frame_from_wholebody
+from ..xdyna_core.pose.keypoints import frame_from_dict, frame_from_wholebody, frame_to_dict
 from ..xdyna_core.pose.onnx_runtime import (
     ACCELERATED_PROVIDERS,
     GPU_MEMORY_PROVIDERS,
@@ -26,7 +25,10 @@ from ..xdyna_core.pose.onnx_runtime import (
     choose_providers,
     import_onnxruntime,
 )
+from ..xdyna_core.pose.pose_frames import PoseHintFrames
 from . import comfy_glue
+from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
+from .pose_nodes import content_area_input, content_of
 from .types import PoseKeypoint
 
 CATEGORY = "X-Dyna/pose"
@@ -123,13 +125,19 @@ class XDynaDWPoseExtractor(io.ComfyNode):
                     tooltip="Frames per detector call and people per pose-model call, where the model files allow "
                     "batches (files with a fixed batch of 1 run one at a time whatever this says).",
                 ),
+                content_area_input(),
+                image_frames_input(),
             ],
             outputs=[
                 PoseKeypoint.Output(
                     display_name="pose_keypoint",
                     tooltip="One pose frame per image, controlnet_aux format (people, canvas_width, canvas_height).",
                 ),
-                io.Image.Output(display_name="pose_image", tooltip="The poses drawn in the X-Dyna style, frame size."),
+                io.Image.Output(
+                    display_name="pose_image",
+                    tooltip="A preview: image_frames of the poses drawn in the X-Dyna style, frame size. For the "
+                    "ControlNet render the pose_keypoint with X-Dyna Render Pose.",
+                ),
             ],
         )
 
@@ -146,6 +154,8 @@ class XDynaDWPoseExtractor(io.ComfyNode):
         keypoint_threshold: float,
         provider: str,
         batch_size: int,
+        content_area: str = "auto",
+        image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
         import_onnxruntime()  # before a download of several hundred MB that could not be used
         folders = comfy_glue.dwpose_folders()
@@ -166,9 +176,15 @@ class XDynaDWPoseExtractor(io.ComfyNode):
             on_progress=comfy_glue.frame_progress(total),
         )
         del dwpose
-        frames = [frame_from_wholebody(p.keypoints, p.scores, width, height, keypoint_threshold) for p in people]
-        rendered = np.stack([draw_xdyna_pose(frame, width, height) for frame in frames])
-        return io.NodeOutput(frames, torch.from_numpy(rendered).float().div(255.0))
+        content = content_of(image, content_area)
+        frames = [
+            frame_inside(
+                frame_from_dict(frame_from_wholebody(p.keypoints, p.scores, width, height, keypoint_threshold)), content
+            )
+            for p in people
+        ]
+        preview = preview_images(PoseHintFrames(frames, width, height), image_frames)
+        return io.NodeOutput([frame_to_dict(frame) for frame in frames], preview)
 
 
 NODES = [XDynaDWPoseExtractor]

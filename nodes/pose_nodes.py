@@ -1,4 +1,4 @@
-"""Pose nodes: X-Dyna-style rendering, the offline MediaPipe extractor, retargeting onto the reference body."""
+"""Pose nodes: X-Dyna-style rendering (as images and as hint frames) and the offline MediaPipe extractor."""
 
 from __future__ import annotations
 
@@ -7,30 +7,42 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..xdyna_core.pose.draw import draw_pose
+from ..xdyna_core.pose.bounds import content_box, person_inside
 from ..xdyna_core.pose.keypoints import PoseFrame, frames_from_pose_keypoint, frames_to_pose_keypoint
-from ..xdyna_core.pose.mediapipe_backend import detect_people
-from ..xdyna_core.pose.retarget import DRIVER_LENGTHS, RETARGET_MODES, retarget_frames
-from ..xdyna_core.pose.smoothing import smooth_frames
+from ..xdyna_core.pose.mediapipe_backend import DEFAULT_HAND_GAP, DEFAULT_HAND_PRESENCE, detect_people
+from ..xdyna_core.pose.pose_frames import PoseHintFrames
 from . import comfy_glue
+from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
 )
-from .types import PoseKeypoint
+from .types import PoseFrames, PoseKeypoint
 
 logger = logging.getLogger("xdyna")
 
 CATEGORY = "X-Dyna/pose"
 MEDIAPIPE_MODES = ("video", "images")
+CONTENT_AREAS = ("auto", "whole_image")
 
 
-def render_frames(frames: list[PoseFrame], width: int, height: int, **style) -> torch.Tensor:
-    """Pose frames → IMAGE `[F, H, W, 3]` in [0, 1]; one black frame when there are none."""
-    images = torch.zeros(max(1, len(frames)), height, width, 3)
-    for i, frame in enumerate(frames):  # frame by frame: a long clip never exists twice in memory
-        images[i] = torch.from_numpy(draw_pose(frame, width, height, **style)).float().div_(255.0)
-    return images
+def content_area_input() -> io.Combo.Input:
+    return io.Combo.Input(
+        "content_area",
+        options=list(CONTENT_AREAS),
+        default="auto",
+        optional=True,
+        tooltip="auto: keypoints inside black letterbox/pillarbox bars of the video (found from its frames) are "
+        "left out, as are any outside the picture. whole_image: only those outside the picture.",
+    )
+
+
+def content_of(image: torch.Tensor, content_area: str) -> tuple[int, int, int, int]:
+    if content_area not in CONTENT_AREAS:
+        raise ValueError(f"content_area must be one of {CONTENT_AREAS}, got {content_area!r}")
+    if content_area == "whole_image":
+        return (0, 0, image.shape[2], image.shape[1])
+    return content_box(image)
 
 
 def frames_from_image(image: torch.Tensor):
@@ -87,8 +99,21 @@ class XDynaRenderPose(io.ComfyNode):
                     default=False,
                     tooltip="Also draw the face landmarks as white dots (X-Dyna: off; its face comes from S-Face).",
                 ),
+                image_frames_input(0, "the rendered poses as images, for other packs' nodes or a preview"),
             ],
-            outputs=[io.Image.Output(display_name="pose_image")],
+            outputs=[
+                io.Image.Output(
+                    display_name="pose_image",
+                    tooltip="The poses as an IMAGE batch (image_frames of them; every frame by default). Costs "
+                    "5.5 MB per frame at 512×896: for X-Dyna's sampler use pose_frames and set image_frames to "
+                    "a few, or link X-Dyna Hints to Images for previews.",
+                ),
+                PoseFrames.Output(
+                    display_name="pose_frames",
+                    tooltip="The same poses, drawn a window at a time where the sampler needs them (a few kB per "
+                    "frame held): for X-Dyna Apply ControlNets and the sampler's frame count.",
+                ),
+            ],
         )
 
     @classmethod
@@ -102,15 +127,18 @@ class XDynaRenderPose(io.ComfyNode):
         draw_hands: bool,
         draw_head: bool,
         draw_face: bool,
+        image_frames: int = 0,
     ) -> io.NodeOutput:
         check_generation_size(width, height)
         frames = frames_from_pose_keypoint(pose_keypoint, default_size=(width, height))
         if not frames:
             logger.warning("X-Dyna Render Pose: no pose frames given; returning one black frame")
+            frames = [PoseFrame(width, height)]
         style = dict(
             stick_width=stick_width, point_radius=point_radius, hands=draw_hands, head=draw_head, face=draw_face
         )
-        return io.NodeOutput(render_frames(frames, width, height, **style))
+        hints = PoseHintFrames(frames, width, height, **style)
+        return io.NodeOutput(preview_images(hints, image_frames), hints)
 
 
 class XDynaMediaPipePose(io.ComfyNode):
@@ -148,135 +176,85 @@ class XDynaMediaPipePose(io.ComfyNode):
                     default=True,
                     tooltip="Also find the 68 face landmarks (needed for the S-Face input; off is faster).",
                 ),
-            ],
-            outputs=[
-                PoseKeypoint.Output(display_name="pose_keypoint"),
-                io.Image.Output(display_name="pose_image"),
-            ],
-        )
-
-    @classmethod
-    def execute(cls, image: torch.Tensor, mode: str, min_visibility: float, face: bool) -> io.NodeOutput:
-        total, height, width = image.shape[0], image.shape[1], image.shape[2]
-        people = detect_people(
-            frames_from_image(image),
-            video=mode == "video",
-            min_visibility=min_visibility,
-            face=face,
-            on_frame=comfy_glue.frame_progress(total),
-            total=total,
-        )
-        missing = sum(p is None for p in people)
-        if missing:
-            logger.warning("X-Dyna MediaPipe Pose: no person in %d of %d frames (left empty)", missing, total)
-        frames = [PoseFrame(width, height, [] if p is None else [p]) for p in people]
-        return io.NodeOutput(frames_to_pose_keypoint(frames), render_frames(frames, width, height))
-
-
-class XDynaPoseRetarget(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="XDyna_PoseRetarget",
-            display_name="X-Dyna Pose Retarget",
-            category=CATEGORY,
-            description=(
-                "Puts the driving motion on the reference person's body: fits the driving skeleton's size and "
-                "position to the reference pose, gives every limb the reference's length while keeping the "
-                "driver's limb directions, and moves hands and face with their wrists and nose. Optional "
-                "One Euro smoothing against jitter."
-            ),
-            inputs=[
-                PoseKeypoint.Input("driving_pose", tooltip="Poses of the driving video (one frame per video frame)."),
-                PoseKeypoint.Input("reference_pose", tooltip="Pose of the reference image (its first frame is used)."),
-                io.Combo.Input(
-                    "mode",
-                    options=list(RETARGET_MODES),
-                    default="limbs",
-                    tooltip="limbs: global fit plus every bone scaled to the reference's length. global: one "
-                    "scale and shift for the whole skeleton (keeps the driver's proportions).",
-                ),
-                io.Int.Input(
-                    "anchor_frame",
-                    default=0,
-                    min=0,
-                    max=1_000_000,
-                    tooltip="Driving frame fitted onto the reference pose: pick one where the driver stands "
-                    "like the reference person.",
-                ),
-                io.Combo.Input(
-                    "driver_lengths",
-                    options=list(DRIVER_LENGTHS),
-                    default="anchor",
-                    tooltip="Where the driver's bone lengths are measured: on the anchor frame, or over the "
-                    "whole clip (robust when a limb points at the camera in the anchor frame).",
-                ),
-                io.Boolean.Input("smoothing", default=False, tooltip="One Euro filter on the driving keypoints."),
                 io.Float.Input(
-                    "frame_rate",
-                    default=15.0,
-                    min=1.0,
-                    max=240.0,
-                    step=0.5,
-                    tooltip="Frames per second of the driving poses (the smoothing cutoffs are in Hz).",
-                ),
-                io.Float.Input(
-                    "min_cutoff",
-                    default=1.0,
-                    min=0.01,
-                    max=30.0,
-                    step=0.05,
-                    tooltip="Smoothing cutoff in Hz when still: lower removes more jitter.",
-                ),
-                io.Float.Input(
-                    "beta",
-                    default=5.0,
+                    "hand_presence",
+                    default=DEFAULT_HAND_PRESENCE,
                     min=0.0,
-                    max=1000.0,
-                    step=0.1,
-                    tooltip="How fast the cutoff rises with speed (per image height per second): higher "
-                    "follows fast moves with less lag.",
+                    max=1.0,
+                    step=0.01,
+                    optional=True,
+                    tooltip="Lowest hand-presence score of a hand that is kept. MediaPipe's own 0.5 drops about "
+                    "half the hands of dance footage (motion blur, small hands) although most are right; 0.05 "
+                    "finds three quarters, nine in ten of them where the official DWPose hands are.",
                 ),
-                io.Int.Input("driving_person", default=0, min=0, max=64, tooltip="Which driving person (0 = first)."),
                 io.Int.Input(
-                    "reference_person", default=0, min=0, max=64, tooltip="Which reference person (0 = first)."
+                    "hand_gap",
+                    default=DEFAULT_HAND_GAP,
+                    min=0,
+                    max=64,
+                    optional=True,
+                    tooltip="Video mode: a hand missing for at most this many frames is interpolated, moving "
+                    "with its wrist. 0 turns it off.",
                 ),
+                io.Boolean.Input(
+                    "hand_crops",
+                    default=False,
+                    optional=True,
+                    tooltip="Look again for each missed hand on a crop around its wrist (MediaPipe Hands). "
+                    "About one point more hands on the example video, at about 35 ms per frame.",
+                ),
+                content_area_input(),
+                image_frames_input(),
             ],
             outputs=[
                 PoseKeypoint.Output(display_name="pose_keypoint"),
-                io.Image.Output(display_name="pose_image"),
+                io.Image.Output(
+                    display_name="pose_image",
+                    tooltip="A preview: image_frames of the poses, drawn in the X-Dyna style. For the ControlNet "
+                    "use X-Dyna Render Pose.",
+                ),
             ],
         )
 
     @classmethod
     def execute(
         cls,
-        driving_pose,
-        reference_pose,
+        image: torch.Tensor,
         mode: str,
-        anchor_frame: int,
-        driver_lengths: str,
-        smoothing: bool,
-        frame_rate: float,
-        min_cutoff: float,
-        beta: float,
-        driving_person: int,
-        reference_person: int,
+        min_visibility: float,
+        face: bool,
+        hand_presence: float = DEFAULT_HAND_PRESENCE,
+        hand_gap: int = DEFAULT_HAND_GAP,
+        hand_crops: bool = False,
+        content_area: str = "auto",
+        image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
-        references = frames_from_pose_keypoint(reference_pose)
-        if not references:
-            raise ValueError("reference_pose holds no frame; connect the pose extracted from the reference image")
-        driving = frames_from_pose_keypoint(driving_pose, default_size=(references[0].width, references[0].height))
-        if not driving:
-            raise ValueError("driving_pose holds no frame; connect the poses extracted from the driving video")
-        if smoothing:
-            driving = smooth_frames(driving, frame_rate, min_cutoff, beta, person_index=driving_person)
-        frames, plan = retarget_frames(
-            references[0], driving, anchor_frame, mode, driver_lengths, reference_person, driving_person
+        total, height, width = image.shape[0], image.shape[1], image.shape[2]
+        video = mode == "video"
+        # a video has one content area; unrelated images each have their own (applied after detection)
+        content = content_of(image, content_area) if video else None
+        people = detect_people(
+            frames_from_image(image),
+            video=video,
+            min_visibility=min_visibility,
+            face=face,
+            on_frame=comfy_glue.frame_progress(total),
+            total=total,
+            hand_presence=hand_presence,
+            content=content,
+            hand_crops=hand_crops,
+            hand_gap=hand_gap,
         )
-        logger.info("X-Dyna Pose Retarget: global scale %.3f, %d frames", plan.scale, len(frames))
-        reference = references[0]
-        return io.NodeOutput(frames_to_pose_keypoint(frames), render_frames(frames, reference.width, reference.height))
+        if not video:
+            boxes = (content_of(image[i : i + 1], content_area) for i in range(total))
+            people = [None if p is None else person_inside(p, box) for p, box in zip(people, boxes)]
+            people = [None if p is None or p.is_empty() else p for p in people]
+        missing = sum(p is None for p in people)
+        if missing:
+            logger.warning("X-Dyna MediaPipe Pose: no person in %d of %d frames (left empty)", missing, total)
+        frames = [PoseFrame(width, height, [] if p is None else [p]) for p in people]
+        preview = preview_images(PoseHintFrames(frames, width, height), image_frames)
+        return io.NodeOutput(frames_to_pose_keypoint(frames), preview)
 
 
-NODES = [XDynaRenderPose, XDynaMediaPipePose, XDynaPoseRetarget]
+NODES = [XDynaRenderPose, XDynaMediaPipePose]

@@ -133,8 +133,8 @@ def test_frames_at_the_generation_size_match_the_release_per_frame():
     for i, pts in enumerate(faces):
         local, glob, box, _ = official_sface(frames[i].numpy(), pts)
         assert tuple(cond.boxes[i].tolist()) == box
-        np.testing.assert_array_equal(cond.global_[i].numpy(), glob)
-        np.testing.assert_array_equal(cond.local[i].numpy(), local)
+        np.testing.assert_array_equal(cond.global_canvases([i])[0].numpy(), glob)
+        np.testing.assert_array_equal(cond.local_canvases([i])[0].numpy(), local)
 
 
 def test_landmarks_follow_the_crop_and_resize():
@@ -149,7 +149,7 @@ def test_landmarks_follow_the_crop_and_resize():
     mapped = (np.array([[80.0, 85.0], [120.0, 125.0]]) + 0.5) * 0.32 - 0.5
     expected = face_box(mapped, 64, 64)
     assert tuple(cond.boxes[0].tolist()) == expected
-    inside = cond.global_[0, 28:38, 26:37]
+    inside = cond.global_canvases([0])[0, 28:38, 26:37]
     assert inside.min() > 0.99  # the white square landed inside the global canvas, registered
     centre = torch.zeros(1, 300, 200, 3)
     center_cond = sface_condition_from_pose(
@@ -194,12 +194,18 @@ def test_missed_frames_in_the_middle_and_at_the_start():
     cond = sface_condition_from_pose(frames, pose, 96, 128, stabilize=False, smoothing=0, max_gap=2)
     assert cond.status[:2] == ("held", "held") and cond.status[4] == "interpolated"
     assert (cond.boxes[0] == cond.boxes[2]).all()
-    assert cond.global_[4].any() and cond.local[4].any()  # never the release's black frame
+    assert cond.global_canvases([4])[0].any() and cond.local_canvases([4])[0].any()  # never the release's black frame
 
 
-def test_progress_is_reported_per_frame():
-    calls = []
-    frames = clip(4, 64, 64)
-    pose = [pose_frame([person(face_points(32, 32, 16))], 64, 64)] * 4
-    sface_condition_from_pose(frames, pose, 64, 64, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+def test_the_condition_renders_only_the_frames_asked_for_and_holds_no_canvases():
+    width, height = 96, 128
+    frames = clip(6, width, height)
+    pose = [
+        pose_frame([person(face_points(30 + 9 * i, 40 + 5 * i, 20 + 4 * i, seed=i))], width, height) for i in range(6)
+    ]
+    cond = sface_condition_from_pose(frames, pose, width, height, stabilize=False, smoothing=0)
+    assert cond.driving is frames  # a reference to the driving frames, not a copy
+    assert cond.held_bytes() == 6 * (4 + 6) * 8  # boxes and centres: all it owns per frame
+    whole = cond.to_image()
+    torch.testing.assert_close(cond.frames([4, 1]), whole[[4, 1]], rtol=0, atol=0)
+    torch.testing.assert_close(cond.hint([2]), whole[2:3], rtol=0, atol=0)

@@ -98,14 +98,14 @@ def test_global_canvas_holds_the_face_on_every_frame(footage):
         x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
         assert left <= x0 and top <= y0 and x1 < right and y1 < bottom, (i, cond.boxes[i], (x0, y0, x1, y1))
         # The face region is copied in place, registered to the frame, and nothing outside the box is.
-        torch.testing.assert_close(cond.global_[i, y0:y1, x0:x1], images[i, y0:y1, x0:x1], rtol=0, atol=0)
-        outside = cond.global_[i].clone()
+        torch.testing.assert_close(cond.global_canvases([i])[0, y0:y1, x0:x1], images[i, y0:y1, x0:x1], rtol=0, atol=0)
+        outside = cond.global_canvases([i])[0].clone()
         outside[top:bottom, left:right] = 0
         assert not outside.any()
         # Patches: eyes and mouth centres lie on the face, and the patches hold the frame's pixels there.
         for cx, cy in cond.centres[i].tolist():
             assert x0 <= cx <= x1 and y0 <= cy <= y1
-            torch.testing.assert_close(cond.local[i, cy, cx], images[i, cy, cx], rtol=0, atol=0)
+            torch.testing.assert_close(cond.local_canvases([i])[0, cy, cx], images[i, cy, cx], rtol=0, atol=0)
         # A plausible face: box about 2.7 landmark spans wide, patches an eighth of it.
         assert 20 <= right - left <= 400
 

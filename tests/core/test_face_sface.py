@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from xdyna_core.face.condition import SFaceCondition
 from xdyna_core.face.sface import (
-    SFaceCondition,
     bounds_inside,
     expand_bounds,
     face_box,
@@ -168,13 +168,26 @@ def test_stabilisation_test_includes_edges():
 
 
 def test_condition_hint_layout():
-    local, glob = torch.rand(2, 8, 16, 3), torch.rand(2, 8, 16, 3)
-    cond = SFaceCondition(local, glob, torch.zeros(2, 4, dtype=torch.int64), torch.zeros(2, 3, 2), ("detected",) * 2)
+    frames = torch.rand(2, 8, 16, 3)
+    boxes = torch.tensor([[2, 1, 12, 7], [0, 0, 16, 8]])
+    centres = torch.tensor([[[4, 3], [8, 3], [6, 5]], [[3, 2], [9, 2], [6, 6]]])
+    cond = SFaceCondition(frames, 16, 8, boxes, centres, ("detected",) * 2, crop="center")
     hint = cond.hint()
-    assert hint.shape == (2, 8, 16, 6) and cond.size == (16, 8) and cond.frames == 2
-    torch.testing.assert_close(hint[..., :3], local)  # local first, then global, as the release concatenates
-    torch.testing.assert_close(hint[..., 3:], glob)
+    assert hint.shape == (2, 8, 16, 6) and cond.size == (16, 8) and cond.num_frames == 2 and cond.channels == 6
+    local, glob = render_canvases(frames, [tuple(b) for b in boxes.tolist()], list(centres.numpy()))
+    torch.testing.assert_close(hint[..., :3], local, rtol=0, atol=0)  # local first, then global, as released
+    torch.testing.assert_close(hint[..., 3:], glob, rtol=0, atol=0)
     torch.testing.assert_close(cond.hint([1]), hint[1:])
+    with pytest.raises(ValueError, match="2 driving frames but boxes"):
+        SFaceCondition(frames, 16, 8, boxes[:1], centres, ("detected",) * 2)
+
+
+def test_render_progress_is_reported_per_frame():
+    calls = []
+    render_canvases(
+        torch.rand(3, 8, 8, 3), [(0, 0, 8, 8)] * 3, [np.zeros((3, 2), int)] * 3, progress=lambda *a: calls.append(a)
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
 @pytest.mark.parametrize("border", ["diagonal"])

@@ -138,3 +138,60 @@ def test_gaussian_smooth_is_normalised():
     values = np.full((7, 3), 5.0)
     np.testing.assert_allclose(gaussian_smooth(values, 1.3), values)
     np.testing.assert_array_equal(gaussian_smooth(values, 0), values)
+
+
+# --- the body fallback: faces placed from the head keypoints --------------------------------------------
+
+HEAD_LAYOUT = np.array([[0.0, 0.05], [-0.18, -0.12], [0.18, -0.12], [-0.42, -0.05], [0.42, -0.05]])
+
+
+def rigid_head_and_face(t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t of a head that travels and grows: head keypoints and the face's 68 landmarks under the same
+    transform (no turn: the landmarks' bounding box turns with a face only approximately)."""
+    angle, scale = 0.0, 60.0 + 0.5 * t
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    offset = np.array([90.0 + 2.5 * t, 140.0 - 1.0 * t])
+    layout = face_at(0.0, 0.0, 1.0)
+    return HEAD_LAYOUT @ rot.T + offset, layout @ rot.T + offset
+
+
+def test_faces_missed_for_a_long_stretch_are_placed_from_the_head_keypoints():
+    frames = [rigid_head_and_face(t) for t in range(40)]
+    heads = [h for h, _ in frames]
+    truth = [f for _, f in frames]
+    landmarks = [f if t < 5 or t >= 35 else None for t, f in enumerate(truth)]  # 30 frames hidden
+    track = track_faces(landmarks, W, H, stabilize=False, smoothing=0, heads=heads)
+    assert track.status[5:35] == ("body",) * 30 and track.status[:5] == (DETECTED,) * 5
+    for t in range(5, 35):  # a rigid face: the model from the calibration frames places it exactly
+        assert np.abs(track.boxes[t] - face_box(truth[t], W, H)).max() <= 1, t
+        assert np.abs(track.centres[t] - feature_centres(truth[t])).max() <= 1, t
+    held = track_faces(landmarks, W, H, stabilize=False, smoothing=0, max_gap=8)  # without heads: held
+    assert held.status[5:35] == (HELD,) * 30
+    assert np.abs(held.centres[34] - feature_centres(truth[34])).max() > 30
+
+
+def test_the_landmark_to_body_difference_fades_into_the_run_from_both_ends():
+    frames = [rigid_head_and_face(t) for t in range(60)]
+    heads = [h.copy() for h, _ in frames]
+    landmarks = [f if t < 10 or t >= 50 else None for t, (_, f) in enumerate(frames)]
+    for t in range(50, 55):  # after the run the landmarks sit 6 px lower than the model (too few to teach it)
+        landmarks[t] = landmarks[t] + (0.0, 6.0)
+    track = track_faces(landmarks, W, H, stabilize=False, smoothing=0, heads=heads)
+    truth = [feature_centres(f) for _, f in frames]
+    offsets = np.array([(track.centres[t] - truth[t])[:, 1].mean() for t in range(10, 50)])
+    assert offsets[-1] >= 4.0  # next to the frames with landmarks: close to their 6 px
+    assert abs(offsets[len(offsets) // 2]) <= 1.0  # in the middle of the run: the body's estimate
+    assert (np.diff(offsets[20:]) >= -0.5).all()  # rising steadily towards the end, no jump
+
+
+def test_frames_without_head_keypoints_fall_back_to_interpolation():
+    frames = [rigid_head_and_face(t) for t in range(20)]
+    heads = [h for h, _ in frames]
+    heads[9] = None
+    heads[10] = np.full((5, 2), np.nan)
+    heads[10][0] = frames[10][0][0]  # one point cannot place a face
+    landmarks = [f if t in (0, 1, 2, 18, 19) else None for t, (_, f) in enumerate(frames)]
+    track = track_faces(landmarks, W, H, stabilize=False, smoothing=0, max_gap=4, heads=heads)
+    assert track.status[9] == INTERPOLATED and track.status[10] == INTERPOLATED
+    assert track.status[8] == "body" and track.status[11] == "body"
+    assert track_faces([None] * 3, W, H, heads=[frames[0][0]] * 3).status == (NONE,) * 3

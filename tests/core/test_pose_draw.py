@@ -124,10 +124,21 @@ def test_several_people_empty_and_broken_frames():
     body = standing_person().body
     body[0] = (np.nan, 5.0, 1.0)
     body[3] = (1e12, -1e12, 1.0)  # far off the canvas: not drawn, no overflow in cv2
-    body[4] = (-40.0, 950.0, 1.0)  # just off the canvas: drawn as far as it shows
     image = draw_xdyna_pose(PoseFrame(W, H, [PersonPose(body)]), W, H)
     assert not colour_mask(image, BODY_COLORS[0]).any()
     assert not colour_mask(image, LIMB_COLORS[2]).any() and not colour_mask(image, LIMB_COLORS[3]).any()
+
+
+def test_points_past_the_border_are_not_drawn_nor_their_limbs():
+    body = standing_person().body
+    body[10] = (226.0, H + 0.25, 1.0)  # right ankle just below the canvas
+    body[13] = (286.0, H - 1.0, 1.0)  # left ankle on the last row
+    body[4] = (-0.5, 380.0, 1.0)  # right wrist just left of the canvas
+    image = draw_xdyna_pose(PoseFrame(W, H, [PersonPose(body)]), W, H, hands=False)
+    assert not colour_mask(image, BODY_COLORS[10]).any() and not colour_mask(image, LIMB_COLORS[8]).any()
+    assert not colour_mask(image, BODY_COLORS[4]).any() and not colour_mask(image, LIMB_COLORS[3]).any()
+    assert colour_mask(image, BODY_COLORS[13]).any() and colour_mask(image, LIMB_COLORS[11]).any()
+    assert colour_mask(image, BODY_COLORS[9]).any() and colour_mask(image, LIMB_COLORS[2]).any()
 
 
 # --- the official rendering ------------------------------------------------------------------------------

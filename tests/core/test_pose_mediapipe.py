@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from xdyna_core.pose import mediapipe_backend
+from xdyna_core.face.landmarks import MEDIAPIPE_TO_IBUG68
+from xdyna_core.pose import mediapipe_backend, mediapipe_runtime
 from xdyna_core.pose.draw import draw_xdyna_pose
 from xdyna_core.pose.keypoints import (
     BODY_NAMES,
@@ -23,13 +26,15 @@ from xdyna_core.pose.keypoints import (
 )
 from xdyna_core.pose.mediapipe_backend import (
     BLAZEPOSE_TO_BODY,
-    FACE_MESH_TO_IBUG68,
+    MediaPipeHolistic,
     MediaPipeUnavailableError,
     detect_people,
+    holistic_graph_config,
     load_holistic_module,
     person_from_landmarks,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 FRAME_STEP = 40  # every 40th frame of driving_1.mp4: 15 frames across the whole dance
 
 
@@ -37,21 +42,44 @@ def test_missing_mediapipe_is_a_clear_error(monkeypatch):
     def no_module(name, *args, **kwargs):
         raise ImportError(f"No module named {name!r}")
 
-    monkeypatch.setattr(mediapipe_backend.importlib, "import_module", no_module)
+    monkeypatch.setattr(mediapipe_runtime.importlib, "import_module", no_module)
     with pytest.raises(MediaPipeUnavailableError, match="--no-deps mediapipe==0.10.21"):
         load_holistic_module()
     assert mediapipe_backend.mediapipe_status()[0] is False
 
 
-def test_face_table_shape_and_symmetry():
-    assert len(FACE_MESH_TO_IBUG68) == 68
-    assert all(1 <= len(ix) <= 2 and all(0 <= i < 468 for i in ix) for ix in FACE_MESH_TO_IBUG68)
+def test_jaw_table_is_mirror_symmetric():
     # iBUG mirror pairs map to mesh mirror pairs (face oval read symmetrically from the chin, 152)
     oval_right = (152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127)
     oval_left = (152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 356)
     mirror = dict(zip(oval_right, oval_left)) | dict(zip(oval_left, oval_right))
     for a, b in zip(range(8), range(16, 8, -1)):
-        assert {mirror[i] for i in FACE_MESH_TO_IBUG68[a]} == set(FACE_MESH_TO_IBUG68[b]), (a, b)
+        assert mirror[MEDIAPIPE_TO_IBUG68[a]] == MEDIAPIPE_TO_IBUG68[b], (a, b)
+
+
+def test_the_backend_maps_the_mesh_with_the_face_stage_table():
+    # one 468 → 68 table for the whole pack: what the backend writes is what S-Face would map itself
+    mesh = np.random.default_rng(1).random((468, 3))
+    pose = np.column_stack([np.full((33, 2), 0.5), np.ones(33)])
+    person = person_from_landmarks(pose, None, None, mesh, 200, 100)
+    np.testing.assert_allclose(person.face[:68, :2], mesh[list(MEDIAPIPE_TO_IBUG68), :2] * [200, 100])
+    np.testing.assert_array_equal(person.face[68:], person.body[[14, 15]])
+
+
+def test_points_outside_the_picture_or_its_content_area_are_missing():
+    pose = np.column_stack([np.full((33, 2), 0.5), np.ones(33)])
+    pose[27] = (0.4, 1.014, 1.0)  # left ankle extrapolated below the frame (y 908 of 896)
+    pose[28] = (0.6, 0.9, 1.0)  # right ankle inside the picture but inside a bottom letterbox bar
+    pose[15] = (-0.02, 0.5, 1.0)  # left wrist left of the frame
+    hand = np.column_stack([np.linspace(0.3, 0.7, 21), np.full(21, 0.5)])
+    hand[:5, 0] = 1.01  # five hand points past the right edge
+    person = person_from_landmarks(pose, hand, None, None, 512, 896)
+    seen = present(person.body)
+    assert not seen[13] and not seen[7] and seen[10] and seen[[0, 1, 2, 5, 8, 11]].all()
+    assert not present(person.left_hand)[:5].any() and present(person.left_hand)[5:].all()
+    boxed = person_from_landmarks(pose, hand, None, None, 512, 896, content=(0, 0, 512, 780))
+    assert not present(boxed.body)[10] and present(boxed.body)[0]
+    assert person_from_landmarks(pose, None, None, None, 512, 896, content=(0, 0, 10, 10)) is None
 
 
 # --- against the installed MediaPipe ---------------------------------------------------------------------
@@ -69,23 +97,23 @@ def test_body_table_matches_mediapipe_landmark_names():
             assert PoseLandmark(bp_index).name.lower() == BODY_NAMES[op_index], op_index
 
 
-def test_face_table_regions_match_mediapipe_face_mesh_sets():
-    from mediapipe.python.solutions import face_mesh_connections as fm
+def test_importing_mediapipe_prints_nothing():
+    code = "from xdyna_core.pose.mediapipe_backend import load_holistic_module; load_holistic_module()"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
 
-    def points(connections) -> set[int]:
-        return set(itertools.chain(*connections))
 
-    regions = {
-        range(0, 17): points(fm.FACEMESH_FACE_OVAL),
-        range(17, 22): points(fm.FACEMESH_RIGHT_EYEBROW),
-        range(22, 27): points(fm.FACEMESH_LEFT_EYEBROW),
-        range(36, 42): points(fm.FACEMESH_RIGHT_EYE),
-        range(42, 48): points(fm.FACEMESH_LEFT_EYE),
-        range(48, 68): points(fm.FACEMESH_LIPS),
-    }
-    for ibug, mesh in regions.items():
-        for i in ibug:
-            assert set(FACE_MESH_TO_IBUG68[i]) <= mesh, i
+def test_hand_presence_threshold_is_written_into_both_hands_of_the_graph():
+    solution_base, holistic = load_holistic_module()
+    config = holistic_graph_config(solution_base, holistic, 0.125)
+    from mediapipe.calculators.util import thresholding_calculator_pb2 as pb
+
+    found = [n for n in config.node if n.name.endswith("handlandmarkcpu__ThresholdingCalculator")]
+    assert len(found) == 2
+    assert all(n.options.Extensions[pb.ThresholdingCalculatorOptions.ext].threshold == 0.125 for n in found)
+    with pytest.raises(ValueError, match="hand_presence"):
+        MediaPipeHolistic(hand_presence=1.5)
 
 
 @pytest.fixture(scope="module")

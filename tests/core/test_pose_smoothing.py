@@ -89,7 +89,7 @@ def test_smooth_frames_keeps_missing_points_people_and_parts():
         hand = None if t % 5 == 0 else np.column_stack([np.full(21, 50.0 + t), np.full(21, 60.0), np.ones(21)])
         people = [] if t == 12 else [PersonPose(body, None, hand, None)]
         frames.append(PoseFrame(512, 896, people))
-    smoothed = smooth_frames(frames, RATE, min_cutoff=0.5, beta=0.0)
+    smoothed = smooth_frames(frames, RATE, min_cutoff=0.5, beta=0.0, method="one_euro")
     assert len(smoothed[12].people) == 0
     assert not present(smoothed[7].people[0].body)[4] and present(smoothed[8].people[0].body)[4]
     assert smoothed[5].people[0].left_hand is None and smoothed[6].people[0].left_hand is not None
@@ -98,3 +98,66 @@ def test_smooth_frames_keeps_missing_points_people_and_parts():
     out = np.array([f.people[0].body[0, 0] for f in smoothed if f.people])
     assert np.diff(out).std() < np.diff(raw).std()
     assert not present(smoothed[3].people[0].body)[1]  # never-present points stay missing
+
+
+# --- zero lag: forward–backward over the whole clip -------------------------------------------------------
+
+CLIP_RATE = 8.0  # the example driving videos
+
+
+def best_shift(output: np.ndarray, truth: np.ndarray, margin: int = 10) -> float:
+    """The time shift (frames, 0.01 steps) that best aligns the output with the truth: its lag."""
+    frames = np.arange(len(truth), dtype=np.float64)
+
+    def error(shift: float) -> float:
+        moved = np.interp(frames + shift, frames, output)
+        return float(((moved - truth)[margin:-margin] ** 2).sum())
+
+    return min(np.arange(-3.0, 3.0, 0.01), key=error)
+
+
+def test_zero_lag_follows_a_ramp_where_the_causal_filter_lags():
+    ramp = 50.0 * np.arange(80) / CLIP_RATE  # 50 px/s, beginning and ending in mid-stride
+    causal = smooth_tracks(ramp, CLIP_RATE, 1.0, 0.0)
+    zero = smooth_tracks(ramp, CLIP_RATE, 1.0, 0.0, method="zero_lag")
+    lag = np.abs(causal - ramp)[-1]
+    assert lag > 5.0  # about a frame behind at 8 fps
+    assert np.abs(zero - ramp).max() < 0.02 * lag  # at the ends too: the padding continues the motion
+
+
+def test_zero_lag_adds_no_lag_on_a_sine():
+    truth = 100.0 * np.sin(2 * np.pi * 0.5 * np.arange(80) / CLIP_RATE)
+    for beta in (0.0, 0.005):  # per px/s: the cutoff rises to 2.6 Hz at the sine's top speed
+        zero = smooth_tracks(truth, CLIP_RATE, 1.0, beta, method="zero_lag")
+        causal = smooth_tracks(truth, CLIP_RATE, 1.0, beta)
+        assert abs(best_shift(zero, truth)) <= 0.01, beta
+        assert best_shift(causal, truth) >= 0.3, beta  # the causal filter is behind
+
+
+def test_zero_lag_smooths_jitter_and_keeps_gaps():
+    rng = np.random.default_rng(2)
+    noise = rng.normal(0.0, 1.0, 200)
+    zero = smooth_tracks(noise, CLIP_RATE, 1.0, 0.0, method="zero_lag")
+    causal = smooth_tracks(noise, CLIP_RATE, 1.0, 0.0)
+    assert zero.std() < causal.std() < noise.std()
+    step = np.array([0.0] * 6 + [np.nan] * 3 + [10.0] * 6)
+    out = smooth_tracks(step, CLIP_RATE, 1.0, 0.0, method="zero_lag")
+    assert np.isnan(out[6:9]).all()
+    np.testing.assert_allclose(out[:6], 0.0, atol=1e-12)  # nothing leaks across the gap, either way
+    np.testing.assert_allclose(out[9:], 10.0, atol=1e-12)
+    np.testing.assert_array_equal(smooth_tracks(np.array([3.0]), CLIP_RATE, method="zero_lag"), [3.0])
+    with pytest.raises(ValueError, match="smoothing method"):
+        smooth_tracks(noise, CLIP_RATE, method="gaussian")
+
+
+def test_whole_clips_are_smoothed_without_lag_by_default():
+    frames = []
+    for t in range(40):
+        body = missing_points(18)
+        body[0] = (100.0 + 6.0 * t, 200.0, 1.0)  # the nose moves right at 48 px/s
+        frames.append(PoseFrame(512, 896, [PersonPose(body)]))
+    default = [f.people[0].body[0, 0] for f in smooth_frames(frames, CLIP_RATE, min_cutoff=1.0, beta=0.0)]
+    causal = smooth_frames(frames, CLIP_RATE, min_cutoff=1.0, beta=0.0, method="one_euro")
+    truth = 100.0 + 6.0 * np.arange(40)
+    assert np.abs(np.array(default) - truth).max() < 0.1
+    assert (truth - np.array([f.people[0].body[0, 0] for f in causal]))[-1] > 4.0

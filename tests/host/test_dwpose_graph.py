@@ -7,6 +7,8 @@ blue pixel, the estimator puts every keypoint on the red spot of its crop, so th
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -96,6 +98,18 @@ def test_extractor_graph_gives_pose_keypoints_and_a_rendered_pose(comfy_host, dw
     np.testing.assert_array_equal(rendered[1].numpy(), rendered[0].numpy())
     assert run.ui["5"]["images"], "PreviewImage saved nothing"
     assert (2, 2) in comfy_host._progress or run.log.progress[-1:] == [(2, 2)]
+    _, first_only = comfy_host.run(extractor_prompt(first, second, image_frames=1)).outputs("4")
+    np.testing.assert_array_equal(first_only.numpy(), rendered[:1].numpy())
+
+
+def test_keypoints_outside_the_content_area_are_left_out(comfy_host, dwpose_models, monkeypatch):
+    pose_nodes = importlib.import_module(f"{comfy_host.pack_module}.nodes.pose_nodes")
+    monkeypatch.setattr(pose_nodes, "content_box", lambda image: (0, SPOT[1] + 10, WIDTH, HEIGHT))  # a bar above
+    first, second = write_frames(comfy_host)
+    frames, _ = comfy_host.run(extractor_prompt(first, second)).outputs("4")
+    assert [len(f["people"]) for f in frames] == [0, 0]  # every keypoint lies in the bar: nobody left
+    frames, _ = comfy_host.run(extractor_prompt(first, second, content_area="whole_image")).outputs("4")
+    assert [len(f["people"]) for f in frames] == [1, 1]
 
 
 def test_empty_mode_leaves_the_frame_without_people(comfy_host, dwpose_models):

@@ -60,8 +60,9 @@ def test_schema_loads_like_a_custom_node(comfy_host):
     assert info["output"] == ["XDYNA_FACE_CONDITION", "IMAGE", "IMAGE", "STRING"]
     required = info["input"]["required"]
     assert required["pose_keypoint"][0] == "POSE_KEYPOINT"
-    for name, spec in required.items():
-        assert spec[1].get("tooltip"), f"input {name} has no tooltip"
+    for group in ("required", "optional"):
+        for name, spec in info["input"].get(group, {}).items():
+            assert spec[1].get("tooltip"), f"input {name} has no tooltip"
 
 
 def execute(cls, frames, pose, **options):
@@ -74,19 +75,40 @@ def execute(cls, frames, pose, **options):
 def test_execute_in_the_host(comfy_host):
     cls = comfy_host.nodes.NODE_CLASS_MAPPINGS[NODE]
     frames = torch.rand(5, 180, 120, 3, generator=torch.Generator().manual_seed(0))
-    comfy_host._progress.clear()
     condition, local, glob, boxes = execute(cls, frames, synthetic_pose(5, 120, 180))
-    assert local.shape == glob.shape == (5, 96, 64, 3)
+    assert local.shape == glob.shape == (5, 96, 64, 3)  # five frames: fewer than image_frames, all shown
     assert condition.hint().shape == (5, 96, 64, 6)
     torch.testing.assert_close(condition.hint()[..., 3:], glob)
+    assert condition.driving is frames  # rendered from the driving frames on demand, no canvases held
     record = json.loads(boxes)
     assert (record["width"], record["height"]) == (64, 96) and len(record["frames"]) == 5
     assert all(f["status"] == "detected" for f in record["frames"])
-    assert comfy_host._progress and comfy_host._progress[-1] == (5, 5)
+    _, local, glob, _ = execute(cls, frames, synthetic_pose(5, 120, 180), image_frames=2)
+    torch.testing.assert_close(local, condition.hint([0, 4])[..., :3])  # the first and the last frame
     nobody = [{"people": [], "canvas_width": 120, "canvas_height": 180}] * 5
     with pytest.raises(ValueError, match="on_no_face"):
         execute(cls, frames, nobody)
     assert not execute(cls, frames, nobody, on_no_face="black")[0].hint().any()
+
+
+def test_body_fallback_switch(comfy_host):
+    cls = comfy_host.nodes.NODE_CLASS_MAPPINGS[NODE]
+    frames = torch.rand(12, 180, 120, 3, generator=torch.Generator().manual_seed(1))
+    pose = synthetic_pose(12, 120, 180)
+    for i, frame in enumerate(pose):
+        face = np.asarray(frame["people"][0]["face_keypoints_2d"]).reshape(68, 3)[:, :2]
+        body = np.zeros((18, 3))
+        centre = face.mean(axis=0)
+        for joint, offset in zip((0, 14, 15, 16, 17), ((0, 2), (-4, -3), (4, -3), (-9, -1), (9, -1))):
+            body[joint] = (*(centre + offset), 1.0)
+        frame["people"][0]["pose_keypoints_2d"] = body.ravel().tolist()
+        if 3 <= i < 9:
+            frame["people"][0]["face_keypoints_2d"] = None  # the landmarks lost for six frames
+    statuses = {}
+    for fallback in (True, False):
+        record = json.loads(execute(cls, frames, pose, max_gap=2, body_fallback=fallback)[3])
+        statuses[fallback] = [f["status"] for f in record["frames"]][3:9]
+    assert statuses == {True: ["body"] * 6, False: ["held"] * 6}
 
 
 def mediapipe_pose_usable(comfy_host) -> None:

@@ -1,20 +1,21 @@
 """S-Face: face landmarks of the driving frames → the 6-channel condition of the S-Face ControlNet.
 
-`sface_condition_from_pose` is the whole path: fit the driving frames to W×H (the crop the release uses for
-driving videos is top-biased), carry each frame's 68 face landmarks through the same crop and resize, place
-boxes and patches over time (`tracking`), and cut the canvases (`sface`).
+`sface_condition_from_pose` is the whole path: carry each frame's 68 face landmarks (and the body's head
+keypoints) through the crop and resize that fit the driving frames to W×H (the crop the release uses for
+driving videos is top-biased), place boxes and patches over time (`tracking`), and return the condition,
+which cuts the canvases (`sface`) of the frames asked for (`condition`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..image_prep import CropAnchor, CropBox, ResizeMethod, fit_to_size, map_points_through_fit
+from ..image_prep import CropAnchor, CropBox, ResizeMethod, aspect_crop_box, map_points_through_fit
+from .condition import SFaceCondition
 from .landmarks import (
     MEDIAPIPE_TO_IBUG68,
     FaceLandmarkError,
@@ -23,7 +24,7 @@ from .landmarks import (
     mediapipe_to_ibug68,
     rescale_points,
 )
-from .sface import SFaceCondition, face_box, render_canvases
+from .sface import face_box, render_canvases
 from .tracking import FaceTrack, track_faces
 
 __all__ = [
@@ -46,22 +47,29 @@ class NoFaceError(ValueError):
     """No frame of the clip has a usable face for S-Face."""
 
 
+def points_in_fitted_frame(
+    points: np.ndarray | None,
+    canvas: tuple[int, int],
+    frame_size: tuple[int, int],
+    fit: CropBox,
+    width: int,
+    height: int,
+) -> np.ndarray | None:
+    """Pixel points `[N, 2]` moved from their keypoint canvas to the source frame, then through the fit."""
+    if points is None:
+        return None
+    if tuple(canvas) != tuple(frame_size):  # keypoints measured on a resized copy of the frames
+        points = rescale_points(points, canvas, frame_size)
+    if (fit.left, fit.top, fit.width, fit.height) != (0, 0, width, height):  # identity: keep exact values
+        points = map_points_through_fit(torch.from_numpy(points), fit, width, height).numpy()
+    return points
+
+
 def landmarks_in_fitted_frames(
     faces: list[FrameLandmarks], frame_size: tuple[int, int], fit: CropBox, width: int, height: int
 ) -> list[np.ndarray | None]:
     """Each frame's landmarks moved from its keypoint canvas to the source frame, then through the fit."""
-    out = []
-    for face in faces:
-        if face.points is None:
-            out.append(None)
-            continue
-        points = face.points
-        if tuple(face.canvas) != tuple(frame_size):  # keypoints measured on a resized copy of the frames
-            points = rescale_points(points, face.canvas, frame_size)
-        if (fit.left, fit.top, fit.width, fit.height) != (0, 0, width, height):  # identity: keep exact values
-            points = map_points_through_fit(torch.from_numpy(points), fit, width, height).numpy()
-        out.append(points)
-    return out
+    return [points_in_fitted_frame(face.points, face.canvas, frame_size, fit, width, height) for face in faces]
 
 
 def sface_condition_from_pose(
@@ -76,19 +84,20 @@ def sface_condition_from_pose(
     smoothing: float = 1.0,
     max_gap: int = 8,
     allow_no_face: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    body_fallback: bool = True,
 ) -> SFaceCondition:
     """The S-Face condition of driving frames of any size, at exactly `width × height`.
 
     Args:
-        frames: `[F, H, W, C]` driving frames in [0, 1].
+        frames: `[F, H, W, C]` driving frames in [0, 1] (kept by reference: the condition renders from them).
         pose_keypoint: POSE_KEYPOINT of the same frames (one frame dict per frame; its canvas may be any size
             of the same view, e.g. the frames before a resize).
         width, height: the generation size; frames are cropped to its aspect (`crop`) and resized to it.
         person: index of the person whose face is used; -1 takes the largest face of each frame.
         stabilize, smoothing, max_gap: see `tracking.track_faces`.
         allow_no_face: a clip without any face gives black canvases instead of raising `NoFaceError`.
-        progress: `(done, total)` callback per rendered frame.
+        body_fallback: place faces the landmarks miss from the same person's body head keypoints
+            (`body_face`); off, such frames are only interpolated or held.
     """
     faces = landmarks_from_pose_keypoint(pose_keypoint, person)
     if len(faces) != frames.shape[0]:
@@ -96,9 +105,13 @@ def sface_condition_from_pose(
             f"the pose keypoints have {len(faces)} frames but the driving images have {frames.shape[0]}; "
             f"extract the keypoints from the same frames"
         )
-    fitted, fit = fit_to_size(frames, width, height, anchor=crop, method=resize)
-    points = landmarks_in_fitted_frames(faces, (frames.shape[2], frames.shape[1]), fit, width, height)
-    track = track_faces(points, width, height, stabilize=stabilize, smoothing=smoothing, max_gap=max_gap)
+    frame_size = (frames.shape[2], frames.shape[1])
+    fit = aspect_crop_box(*frame_size, width, height, crop)
+    points = landmarks_in_fitted_frames(faces, frame_size, fit, width, height)
+    heads = None
+    if body_fallback:
+        heads = [points_in_fitted_frame(f.head, f.canvas, frame_size, fit, width, height) for f in faces]
+    track = track_faces(points, width, height, stabilize, smoothing, max_gap, heads)
     if not track.found:
         people = sum(face.people for face in faces)
         if not allow_no_face:
@@ -109,14 +122,22 @@ def sface_condition_from_pose(
                 f"on_no_face to 'black' to run without facial-expression guidance"
             )
         log.warning("S-Face: no face in any frame; the face conditions are black")
-    missed = track.status.count("interpolated") + track.status.count("held")
-    if track.found and missed:
-        log.info("S-Face: %d of %d frames had no face; their boxes were interpolated or held", missed, len(faces))
-    local, glob = render_canvases(fitted, track.boxes, track.centres, progress=progress)
+    if track.found and any(s != "detected" for s in track.status):
+        counts = {s: track.status.count(s) for s in ("body", "interpolated", "held")}
+        log.info(
+            "S-Face: %d of %d frames had no face landmarks: %d placed from the body's head keypoints, %d "
+            "interpolated, %d held",
+            sum(counts.values()),
+            len(faces),
+            *counts.values(),
+        )
     return SFaceCondition(
-        local.contiguous(),
-        glob.contiguous(),
+        frames,
+        width,
+        height,
         torch.from_numpy(track.boxes),
         torch.from_numpy(track.centres),
         track.status,
+        crop=crop,
+        resize=resize,
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pose.keypoints import PoseFrame, frames_from_pose_keypoint, present
+from ..pose.keypoints import L_EAR, L_EYE, NOSE, R_EAR, R_EYE, PersonPose, PoseFrame, frames_from_pose_keypoint, present
 
 NUM_IBUG = 68
 MESH_SIZES = (468, 478)  # MediaPipe face mesh, without and with the 10 iris points
@@ -50,6 +50,23 @@ MEDIAPIPE_TO_IBUG68: tuple[int, ...] = (
     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips 48–59
     78, 82, 13, 312, 308, 317, 14, 87,  # inner lips 60–67
 )  # fmt: skip
+
+
+# The body's head keypoints S-Face falls back on where the face landmarks are missing (`body_face`).
+HEAD_JOINTS: tuple[int, ...] = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
+
+
+def head_points(person: PersonPose | None) -> np.ndarray | None:
+    """`[5, 2]` pixel head keypoints of a person (NaN for missing ones), None with fewer than two."""
+    if person is None:
+        return None
+    body = person.body
+    ok = present(body)[list(HEAD_JOINTS)]
+    if ok.sum() < 2:
+        return None
+    points = body[list(HEAD_JOINTS), :2].copy()
+    points[~ok] = np.nan
+    return points
 
 
 class FaceLandmarkError(ValueError):
@@ -98,11 +115,13 @@ def _face_size(points: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class FrameLandmarks:
-    """The chosen face of one frame: `points` `[68, 2]` canvas pixels (NaN = missing), None when absent."""
+    """The chosen face of one frame: `points` `[68, 2]` canvas pixels (NaN = missing), None when absent; and
+    the same person's body head keypoints `head` `[5, 2]` (`HEAD_JOINTS`), None when absent."""
 
     points: np.ndarray | None
     canvas: tuple[int, int]  # (width, height) the coordinates refer to
     people: int  # how many people the frame held (for messages)
+    head: np.ndarray | None = None
 
 
 def select_face(frame: PoseFrame, person: int = 0, min_points: int = NUM_IBUG // 2) -> FrameLandmarks:
@@ -123,12 +142,19 @@ def select_face(frame: PoseFrame, person: int = 0, min_points: int = NUM_IBUG //
         xy[~present(face)] = np.nan
         faces.append(xy if usable_landmarks(xy, min_points) else None)
     canvas = (frame.width, frame.height)
-    if person < 0:
-        usable = [f for f in faces if f is not None]
-        chosen = max(usable, key=_face_size) if usable else None
+    heads = [head_points(p) for p in frame.people]
+    if person < 0:  # the largest face; in a frame without one, the largest head
+        usable = [i for i, f in enumerate(faces) if f is not None]
+        if usable:
+            index = max(usable, key=lambda i: _face_size(faces[i]))
+        else:
+            with_head = [i for i, h in enumerate(heads) if h is not None]
+            index = max(with_head, key=lambda i: _face_size(heads[i])) if with_head else None
     else:
-        chosen = faces[person] if person < len(faces) else None
-    return FrameLandmarks(chosen, canvas, len(faces))
+        index = person if person < len(faces) else None
+    if index is None:
+        return FrameLandmarks(None, canvas, len(faces))
+    return FrameLandmarks(faces[index], canvas, len(faces), heads[index])
 
 
 def landmarks_from_pose_keypoint(

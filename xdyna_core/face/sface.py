@@ -27,19 +27,18 @@ frame gives an empty box rather than a slice that wraps.
 
 Canvases are ComfyUI-style `[F, H, W, 3]` float tensors in [0, 1]. The official pipeline min–max normalises
 each canvas stream over the whole clip before the ControlNet; that belongs to the ControlNet application.
+A clip's condition is never held as canvases: `condition.SFaceCondition` renders the frames asked for.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from .landmarks import FEATURE_NAMES, FEATURE_SLICES
+from .landmarks import FEATURE_SLICES
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom: columns [left, right), rows [top, bottom)
 Border = Literal["clip", "release"]
@@ -131,57 +130,26 @@ def render_canvases(
     local = torch.zeros_like(rgb)
     glob = torch.zeros_like(rgb)
     for i in range(count):
-        left, top, right, bottom = boxes[i]
-        glob[i, top:bottom, left:right] = rgb[i, top:bottom, left:right]
-        half = patch_half_size(boxes[i])
-        for centre in centres[i]:
-            rows, cols = patch_window(centre, half, width, height, border)
-            local[i, rows, cols] = rgb[i, rows, cols]
+        cut_canvases(local[i], glob[i], rgb[i], boxes[i], centres[i], border)
         if progress is not None:
             progress(i + 1, count)
     return local, glob
 
 
-@dataclass(frozen=True)
-class SFaceCondition:
-    """The S-Face ControlNet input of a clip (the `XDYNA_FACE_CONDITION` socket type).
-
-    Args:
-        local: `[F, H, W, 3]` canvases with the eye and mouth patches.
-        global_: `[F, H, W, 3]` canvases with the face box.
-        boxes: `[F, 4]` int64 face boxes (left, top, right, bottom) in pixels of the W×H frame.
-        centres: `[F, 3, 2]` int64 patch centres (x, y): left eye, right eye, mouth.
-        status: per frame, `detected`, `interpolated` (short gap), `held` (long gap or clip ends) or `none`.
-    """
-
-    local: torch.Tensor
-    global_: torch.Tensor
-    boxes: torch.Tensor
-    centres: torch.Tensor
-    status: tuple[str, ...]
-
-    @property
-    def frames(self) -> int:
-        return self.local.shape[0]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the canvases: the generation size."""
-        return self.local.shape[2], self.local.shape[1]
-
-    def hint(self, index: torch.Tensor | Sequence[int] | slice | None = None) -> torch.Tensor:
-        """The 6-channel hint `[F, H, W, 6]` = `cat([local, global])`, for all frames or the indexed ones."""
-        if index is None:
-            index = slice(None)
-        return torch.cat([self.local[index], self.global_[index]], dim=-1)
-
-    def to_json(self) -> str:
-        """Per-frame boxes, patch centres and status as JSON text (for inspection and other tools)."""
-        width, height = self.size
-        frames = []
-        for i in range(self.frames):
-            entry = {"frame": i, "status": self.status[i], "box": [int(v) for v in self.boxes[i]]}
-            for name, centre in zip(FEATURE_NAMES, self.centres[i]):
-                entry[name] = [int(v) for v in centre]
-            frames.append(entry)
-        return json.dumps({"width": width, "height": height, "frames": frames})
+def cut_canvases(
+    local: torch.Tensor,
+    glob: torch.Tensor,
+    frame: torch.Tensor,
+    box: Sequence[int],
+    centres: np.ndarray,
+    border: Border = "clip",
+) -> None:
+    """Copy one frame's face box into `glob` and its eye and mouth patches into `local` (black `[H, W, 3]`
+    canvases, written in place; `frame` is `[H, W, ≥3]`)."""
+    height, width = frame.shape[:2]
+    left, top, right, bottom = box
+    glob[top:bottom, left:right] = frame[top:bottom, left:right, :3]
+    half = patch_half_size(box)
+    for centre in centres:
+        rows, cols = patch_window(centre, half, width, height, border)
+        local[rows, cols] = frame[rows, cols, :3]

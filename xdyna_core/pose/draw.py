@@ -6,7 +6,8 @@ as radius-4 discs in the full palette colour; no head skeleton (eyes, ears and t
 nose–neck limb and the nose are drawn); both hands in DWPose's style (edges 2 px wide in 20 HSV-rainbow
 colours, joints as blue radius-4 discs); no face. The geometry reproduces DWPose's drawing calls exactly
 (cv2 `ellipse2Poly` with integer centre/axes/angle, `fillConvexPoly`, `circle`, `line`), so a pose drawn
-from the same keypoints matches pixel for pixel. Images are RGB, `[H, W, 3]` uint8.
+from the same keypoints matches pixel for pixel. Unlike DWPose, a joint off the canvas is not drawn, and neither
+are its limbs (DWPose draws the part of such a limb that shows). Images are RGB, `[H, W, 3]` uint8.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .bounds import inside
 from .keypoints import BODY_LIMBS, HAND_EDGES, HEAD_POINTS, NUM_BODY, PoseFrame, frame_from_dict, present
 
 # The OpenPose palette (RGB): joint i is drawn in colour i, limb i in colour i × 0.6.
@@ -46,9 +48,6 @@ XDYNA_LIMBS: tuple[int, ...] = tuple(
 )
 XDYNA_JOINTS: tuple[int, ...] = tuple(i for i in range(NUM_BODY) if i not in HEAD_POINTS)
 
-# Points farther than this many canvas sizes off the canvas are not drawn (cv2 needs coordinates that fit an int).
-_FAR = 8.0
-
 
 def _int(value: float) -> int:
     """DWPose's `int()` truncation, made immune to the last-bit error of a pixel → normalised → pixel trip
@@ -64,12 +63,11 @@ def _as_frame(frame: PoseFrame | Mapping[str, Any], width: int, height: int) -> 
 
 
 def _drawable(points: np.ndarray | None, width: int, height: int, min_confidence: float) -> np.ndarray:
+    """Points that exist, are confident enough and lie on the canvas: a joint off the canvas is not drawn, nor
+    are its limbs (a stub running to the edge would show a limb the picture does not have)."""
     if points is None:
         return np.zeros(0, dtype=bool)
-    keep = present(points, min_confidence)
-    xy = np.nan_to_num(points[:, :2], nan=0.0)
-    limit = _FAR * max(width, height)
-    return keep & (np.abs(xy) <= limit).all(axis=1)
+    return present(points, min_confidence) & inside(points, (0, 0, width, height))
 
 
 def draw_limb(canvas: np.ndarray, p1: np.ndarray, p2: np.ndarray, color, stick_width: int) -> None:

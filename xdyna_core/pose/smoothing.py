@@ -1,5 +1,15 @@
 """Temporal smoothing of keypoint tracks with the One Euro filter (Casiez, Roussel & Vogel, CHI 2012).
 
+Two ways to run it:
+
+- `one_euro`: causal, sample by sample, as the filter was designed (for live input). It lags: at 8 fps and
+  the node's defaults about one frame behind fast motion.
+- `zero_lag` (the default for whole clips): forward, then backward over the forward result, like a
+  zero-phase `filtfilt`. The backward pass runs the same delay in reverse, so a steady motion comes out
+  where it is, not behind it; jitter is filtered twice. Each run of samples without a gap is padded at the
+  clip's ends by its point reflection (`2·x[0] − x[k]`), so a motion that starts or ends in mid-stride is
+  extended as a straight continuation and the filters' start-up does not bend the first and last frames.
+
 A first-order low-pass filter whose cutoff rises with the signal's speed: slow motion (where jitter shows)
 is smoothed strongly, fast motion passes with little lag. Per sample, with sampling rate `f`:
 
@@ -16,10 +26,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from .keypoints import PersonPose, PoseFrame
+
+SmoothingMethod = Literal["zero_lag", "one_euro"]
+SMOOTHING_METHODS: tuple[str, ...] = ("zero_lag", "one_euro")
+# Reflected samples put before and after the clip for the zero-lag filter, in time constants of the slowest
+# (min_cutoff) filter: the start-up transient decays to e^-6 (0.25 %) of the lag before the clip begins.
+PAD_TIME_CONSTANTS = 6.0
 
 
 def smoothing_factor(cutoff: np.ndarray | float, frequency: float) -> np.ndarray | float:
@@ -72,12 +89,51 @@ class OneEuroFilter:
 
 
 def smooth_tracks(
-    tracks: np.ndarray, frequency: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0
+    tracks: np.ndarray,
+    frequency: float,
+    min_cutoff: float = 1.0,
+    beta: float = 0.0,
+    d_cutoff: float = 1.0,
+    method: SmoothingMethod = "one_euro",
 ) -> np.ndarray:
-    """Filter `[T, ...]` samples along the first axis; NaN entries stay NaN and restart their element."""
+    """Filter `[T, ...]` samples along the first axis; NaN entries stay NaN and restart their element.
+
+    `method` is `one_euro` (causal) or `zero_lag` (forward–backward, see the module notes).
+    """
+    if method not in SMOOTHING_METHODS:
+        raise ValueError(f"smoothing method must be one of {SMOOTHING_METHODS}, got {method!r}")
     tracks = np.asarray(tracks, dtype=np.float64)
+    if method == "zero_lag":
+        return _zero_lag(tracks, frequency, min_cutoff, beta, d_cutoff)
     filt = OneEuroFilter(frequency, min_cutoff, beta, d_cutoff)
     return np.stack([filt(sample) for sample in tracks]) if len(tracks) else tracks.copy()
+
+
+def _run(tracks: np.ndarray, frequency: float, min_cutoff: float, beta: float, d_cutoff: float) -> np.ndarray:
+    filt = OneEuroFilter(frequency, min_cutoff, beta, d_cutoff)
+    return np.stack([filt(sample) for sample in tracks])
+
+
+def _reflect_pad(tracks: np.ndarray, pad: int) -> np.ndarray:
+    """Point reflection of the first and last `pad` samples about the end samples (NaN where an end is NaN)."""
+    head = 2.0 * tracks[:1] - tracks[pad:0:-1]
+    tail = 2.0 * tracks[-1:] - tracks[-2 : -pad - 2 : -1]
+    return np.concatenate([head, tracks, tail])
+
+
+def _zero_lag(tracks: np.ndarray, frequency: float, min_cutoff: float, beta: float, d_cutoff: float) -> np.ndarray:
+    if len(tracks) < 2:
+        return tracks.copy()
+    OneEuroFilter(frequency, min_cutoff, beta, d_cutoff)  # checks the parameters
+    time_constant = frequency / (2.0 * math.pi * min_cutoff)  # samples
+    pad = min(len(tracks) - 1, math.ceil(PAD_TIME_CONSTANTS * time_constant))
+    padded = _reflect_pad(tracks, pad) if pad > 0 else tracks
+    forward = _run(padded, frequency, min_cutoff, beta, d_cutoff)
+    # a gap restarts the filter, so the backward pass must not carry values across it either
+    forward = np.where(np.isfinite(padded), forward, np.nan)
+    backward = _run(forward[::-1], frequency, min_cutoff, beta, d_cutoff)[::-1]
+    out = backward[pad : pad + len(tracks)] if pad > 0 else backward
+    return np.where(np.isfinite(tracks), out, np.nan)
 
 
 _PARTS = ("body", "face", "left_hand", "right_hand")
@@ -90,6 +146,7 @@ def smooth_people(
     beta: float = 0.0,
     d_cutoff: float = 1.0,
     unit: float = 1.0,
+    method: SmoothingMethod = "zero_lag",
 ) -> list[PersonPose | None]:
     """Smooth one person's keypoints over frames (None = no person in that frame, kept as None).
 
@@ -108,7 +165,7 @@ def smooth_people(
             part = None if person is None else getattr(person, name)
             if part is not None and part.shape[0] == n:
                 track[t] = part[:, :2] / unit
-        smoothed = smooth_tracks(track, frequency, min_cutoff, beta, d_cutoff) * unit
+        smoothed = smooth_tracks(track, frequency, min_cutoff, beta, d_cutoff, method) * unit
         for t, person in enumerate(out):
             part = None if person is None else getattr(person, name)
             if part is not None and part.shape[0] == n:
@@ -123,11 +180,14 @@ def smooth_frames(
     beta: float = 0.0,
     d_cutoff: float = 1.0,
     person_index: int = 0,
+    method: SmoothingMethod = "zero_lag",
 ) -> list[PoseFrame]:
-    """Smooth the `person_index`-th person of every frame (other people pass unchanged), in canvas heights."""
+    """Smooth the `person_index`-th person of every frame (other people pass unchanged), in canvas heights.
+
+    `method`: `zero_lag` (forward–backward, for whole clips) or `one_euro` (causal)."""
     people = [f.people[person_index] if person_index < len(f.people) else None for f in frames]
     unit = float(frames[0].height) if frames else 1.0
-    smoothed = smooth_people(people, frequency, min_cutoff, beta, d_cutoff, unit)
+    smoothed = smooth_people(people, frequency, min_cutoff, beta, d_cutoff, unit, method)
     result = []
     for frame, person in zip(frames, smoothed):
         new_people = list(frame.people)

@@ -1,0 +1,124 @@
+"""The S-Face condition of a clip as hint frames: canvases rendered for the frames asked for, never held.
+
+Both S-Face canvases of a frame are copies of pixels of the fitted driving frame (the face box, and the eye
+and mouth patches), so a clip's condition is fully described by a reference to the driving frames, how they
+are fitted to the generation size, and the per-frame boxes and patch centres: about a hundred bytes per
+frame instead of two float32 canvases (10.5 MB per frame at 512×896). `frames(index)` fits just those
+driving frames and cuts their canvases, exactly as rendering the whole clip would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import torch
+
+from ..hints import HintFrames
+from ..image_prep import CropAnchor, ResizeMethod, fit_to_size
+from .landmarks import FEATURE_NAMES
+from .sface import Border, cut_canvases
+
+
+class SFaceCondition(HintFrames):
+    """The S-Face ControlNet input of a clip (the `XDYNA_FACE_CONDITION` socket type): 6 channels, local then
+    global, at the generation size.
+
+    Args:
+        driving: `[F, H, W, C]` driving frames in [0, 1] at any size (kept by reference, not copied).
+        width, height: the generation size the frames are fitted to.
+        boxes: `[F, 4]` int64 face boxes (left, top, right, bottom) in pixels of the fitted frame.
+        centres: `[F, 3, 2]` int64 patch centres (x, y): left eye, right eye, mouth.
+        status: per frame, `detected`, `body`, `interpolated`, `held` or `none`.
+        crop, resize: how the driving frames are fitted (`image_prep.fit_to_size`).
+        border: how patches crossing the frame edge are cut (`sface.patch_window`).
+    """
+
+    def __init__(
+        self,
+        driving: torch.Tensor,
+        width: int,
+        height: int,
+        boxes: torch.Tensor,
+        centres: torch.Tensor,
+        status: Sequence[str],
+        crop: CropAnchor = "top_biased",
+        resize: ResizeMethod = "bilinear",
+        border: Border = "clip",
+    ) -> None:
+        if driving.ndim != 4 or driving.shape[-1] < 3:
+            raise ValueError(f"driving frames must be [F, H, W, C>=3], got shape {tuple(driving.shape)}")
+        count = driving.shape[0]
+        if boxes.shape != (count, 4) or centres.shape != (count, 3, 2) or len(status) != count:
+            raise ValueError(
+                f"{count} driving frames but boxes {tuple(boxes.shape)}, centres {tuple(centres.shape)} and "
+                f"{len(status)} status entries"
+            )
+        self.driving = driving
+        self._width, self._height = int(width), int(height)
+        self.boxes = boxes.to(torch.int64)
+        self.centres = centres.to(torch.int64)
+        self.status = tuple(status)
+        self.crop, self.resize, self.border = crop, resize, border
+
+    @property
+    def num_frames(self) -> int:
+        return self.driving.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def channels(self) -> int:
+        return 6
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the canvases: the generation size."""
+        return self._width, self._height
+
+    def _fitted(self, i: int) -> torch.Tensor:
+        """Driving frame i at the generation size, `[H, W, C]` (a view when it already has that size)."""
+        frame = self.driving[i : i + 1]
+        fitted, _ = fit_to_size(frame, self._width, self._height, anchor=self.crop, method=self.resize)
+        return fitted[0].cpu().float()
+
+    def _frames(self, index: list[int]) -> torch.Tensor:
+        # one frame at a time, straight into the output: a window costs its 6-channel hints and nothing more
+        out = torch.zeros(len(index), self._height, self._width, 6)
+        boxes = self.boxes[index].tolist()
+        centres = self.centres[index].numpy()
+        for k, i in enumerate(index):
+            cut_canvases(out[k, ..., :3], out[k, ..., 3:], self._fitted(i), boxes[k], centres[k], self.border)
+        return out
+
+    def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """The 6-channel hint `[k, H, W, 6]` = `cat([local, global])` of the indexed frames (all by default)."""
+        return self.frames(range(self.num_frames) if index is None else index)
+
+    def local_canvases(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """`[k, H, W, 3]`: the eye and mouth patches of the indexed frames."""
+        return self.hint(index)[..., :3]
+
+    def global_canvases(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """`[k, H, W, 3]`: the face boxes of the indexed frames."""
+        return self.hint(index)[..., 3:]
+
+    def to_json(self) -> str:
+        """Per-frame boxes, patch centres and status as JSON text (for inspection and other tools)."""
+        frames = []
+        for i in range(self.num_frames):
+            entry = {"frame": i, "status": self.status[i], "box": [int(v) for v in self.boxes[i]]}
+            for name, centre in zip(FEATURE_NAMES, self.centres[i]):
+                entry[name] = [int(v) for v in centre]
+            frames.append(entry)
+        return json.dumps({"width": self._width, "height": self._height, "frames": frames})
+
+    def held_bytes(self) -> int:
+        """Bytes this object owns (the driving frames are a reference to the caller's tensor)."""
+        return self.boxes.element_size() * self.boxes.nelement() + self.centres.element_size() * self.centres.nelement()
