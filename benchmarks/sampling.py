@@ -1,12 +1,17 @@
-"""Seconds per sampling step and peak memory of X-Dyna in ComfyUI, for a size and frame count.
+"""X-Dyna sampling in ComfyUI: work done, seconds per step and peak memory, against the released schedule.
 
-Runs the pack's nodes (Apply Dynamics-Adapter + Temporal Sampler, optional pose and S-Face ControlNets) on
-random weights in the official layouts, inside a real ComfyUI (COMFYUI_PATH or ~/ComfyUI). Each frame count
-runs in a fresh process, so peak memory is per configuration: CUDA `max_memory_allocated` on a GPU, the
-process's peak RSS on the CPU.
+For a size, frame count and step count it prints the UNet frame-evaluations and the frame-evaluations of each
+ControlNet the run made, the same counts for the released schedule (every window, both CFG branches, every
+step; computed from the window plan), seconds per step, and peak memory: CUDA `max_memory_allocated` on a
+GPU, the process's peak RSS above the inputs on the CPU (the driving frames and pose keypoints a user loads
+are built before the baseline is taken). Each configuration runs in a fresh process.
 
-    python benchmarks/sampling.py --frames 16 64 --width 64 --height 64            # tiny model, CPU
-    python benchmarks/sampling.py --sd15 --frames 16 64 --width 512 --height 896   # real sizes (GPU)
+    python benchmarks/sampling.py --frames 16 40                                  # tiny model, 64x64, CPU
+    python benchmarks/sampling.py --frames 16 192 600 --width 512 --height 896 --steps 1 --hints render
+    python benchmarks/sampling.py --layout sd15 --precision fp16 --frames 16 48 --width 512 --height 896  # GPU
+
+`--hints tensor` feeds the ControlNets IMAGE batches (the user's own tensors, referenced); `--hints render`
+feeds pose frames drawn from keypoints and an S-Face condition cut from the driving frames, a window at a time.
 """
 
 from __future__ import annotations
@@ -14,94 +19,91 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+
+def hints(args: argparse.Namespace):
+    """Pose and S-Face hints for `args.frames` frames, in the chosen representation."""
+    frames, height, width = args.frames[0], args.height, args.width
+    gen = torch.Generator().manual_seed(0)
+    if args.hints == "tensor":
+        return torch.rand(frames, height, width, 3, generator=gen), torch.rand(frames, height, width, 6, generator=gen)
+    from xdyna_core.face.condition import SFaceCondition
+    from xdyna_core.pose.keypoints import PersonPose, PoseFrame
+    from xdyna_core.pose.pose_frames import PoseHintFrames
+
+    rng = np.random.default_rng(0)
+    body = np.column_stack([rng.uniform(0.2, 0.8, 18) * width, rng.uniform(0.1, 0.9, 18) * height, np.ones(18)])
+    poses = [PoseFrame(width, height, [PersonPose(body + [i % 7, 0, 0])]) for i in range(frames)]
+    driving = (torch.rand(frames, height, width, 3, generator=gen) * 255).round().div(255)
+    box = torch.tensor([width // 4, height // 8, 3 * width // 4, height // 2])
+    centres = torch.tensor([[width // 3, height // 4], [2 * width // 3, height // 4], [width // 2, height // 3]])
+    face = SFaceCondition(
+        driving, width, height, box.expand(frames, 4), centres.expand(frames, 3, 2), ["detected"] * frames
+    )
+    return PoseHintFrames(poses, width, height), face
 
 
 def child(args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(REPO))
-    import torch
-
-    from tests.fixtures.official_layout import SD15_UNET, TINY_UNET
-    from tests.host.comfy_host import ComfyHost, find_comfyui
-    from tests.host.support_nodes import TinyControlNet
-    from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
-
-    path, where = find_comfyui()
-    if path is None:
-        raise SystemExit(f"no ComfyUI: {where}")
-    host = ComfyHost(path, Path(tempfile.mkdtemp(prefix="xdyna-bench-")))
-    layout = SD15_UNET if args.sd15 else TINY_UNET
-    tiny = tiny_xdyna(host, seed=0, layout=layout, residual_gain=0.1, output_gain=0.1)
-    h, w = args.height // 8, args.width // 8
-    reference = random_reference(host, layout, h, w, seed=0)
-    model = pack(host, "nodes.model_nodes").XDynaApplyDynamicsAdapter.execute(tiny.model, tiny.weights, reference, 1.0)
-    model = model.args[0]
-    sampling = pack(host, "nodes.sampling_nodes")
-    text = [[torch.zeros(1, 77, layout.cross_attention_dim), {}]]
-    positive = negative = text
+    host = harness.boot()
+    layout = harness.LAYOUTS[args.layout]
+    setup = harness.build(host, layout, args.height, args.width, args.precision, controlnets=args.controlnets)
+    frames = args.frames[0]
+    pose = face = None
     if args.controlnets:
-        TinyControlNet.glue = pack(host, "nodes.comfy_glue")
-        if args.sd15:
-            raise SystemExit("--controlnets uses tiny ControlNets; combine it with the tiny model only")
-        pose, face = TinyControlNet().load(0, 3)[0], TinyControlNet().load(1, 6)[0]
-        positive, negative = sampling.XDynaApplyControlNets.execute(
-            text,
-            text,
-            pose_strength=1.0,
-            pose_start=0.0,
-            pose_end=1.0,
-            face_strength=1.0,
-            face_start=0.0,
-            face_end=1.0,
-            pose_controlnet=pose,
-            pose_images=torch.rand(args.frames[0], args.height, args.width, 3),
-            face_controlnet=face,
-            face_condition=torch.rand(args.frames[0], args.height, args.width, 6),
-        ).args
-    if torch.cuda.is_available():
+        pose, face = hints(args)
+    baseline = harness.peak_rss_bytes()
+    positive, negative = harness.conditioning(setup, pose, face)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    sampling.XDynaTemporalSampler.execute(
-        model,
-        positive,
-        negative,
-        reference,
-        args.frames[0],
-        0,
-        args.steps,
-        7.5,
-        "ddim",
-        "ddim_uniform",
-        args.window,
-        args.overlap,
-        "uniform_closed_loop",
-        1.0,
-    )
-    elapsed = time.perf_counter() - start
-    if torch.cuda.is_available():
-        peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_allocated"
+    with harness.counting(setup) as (model, work):
+        start = time.perf_counter()
+        harness.sample(setup, positive, negative, frames, args.steps, args.window, args.overlap, model=model)
+        if cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    released_unet, released_controlnet = harness.released_work(frames, args.steps, args.window, args.overlap)
+    if cuda:
+        peak, kind = torch.cuda.max_memory_allocated(), "cuda max allocated"
     else:
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_peak_rss"
-    return {"frames": args.frames[0], "seconds_per_step": elapsed / args.steps, "peak_bytes": peak, "peak_kind": kind}
+        peak, kind = harness.peak_rss_bytes() - baseline, "CPU peak RSS above the inputs"
+    return {
+        "frames": frames,
+        "seconds_per_step": elapsed / args.steps,
+        "peak_bytes": peak,
+        "peak_kind": kind,
+        "unet_frames": work.unet_frames,
+        "controlnet_frames": sorted(work.controlnet_frames.values()),
+        "released_unet_frames": released_unet,
+        "released_controlnet_frames": released_controlnet if args.controlnets else 0,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 40])
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--overlap", type=int, default=4)
-    parser.add_argument("--sd15", action="store_true", help="real SD1.5 sizes (random weights)")
-    parser.add_argument("--controlnets", action="store_true", help="add tiny pose and S-Face ControlNets")
+    parser.add_argument("--layout", choices=list(harness.LAYOUTS), default="tiny", help="tiny or real SD1.5 sizes")
+    parser.add_argument("--precision", choices=list(harness.PRECISION_COMPUTE), default="fp32")
+    parser.add_argument("--no-controlnets", dest="controlnets", action="store_false")
+    parser.add_argument("--hints", choices=("tensor", "render"), default="tensor")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -110,19 +112,31 @@ def main() -> None:
     rows = []
     for frames in args.frames:
         command = [sys.executable, __file__, "--child", "--frames", str(frames)]
-        for name in ("width", "height", "steps", "window", "overlap"):
+        for name in ("width", "height", "steps", "window", "overlap", "layout", "precision", "hints"):
             command += [f"--{name}", str(getattr(args, name))]
-        command += ["--sd15"] * args.sd15 + ["--controlnets"] * args.controlnets
-        out = subprocess.run(command, capture_output=True, text=True, env=os.environ, check=True)
+        command += [] if args.controlnets else ["--no-controlnets"]
+        out = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+        if out.returncode:
+            raise SystemExit(f"{frames} frames failed:\n{out.stderr[-4000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'frames':>7} {'s/step':>9} {'peak MiB':>10}  ({rows[0]['peak_kind']})")
+    first = rows[0]
+    print(
+        f"X-Dyna {args.layout} {args.precision} at {args.width}x{args.height}, {args.steps} steps, "
+        f"windows {args.window}/{args.overlap}, hints {args.hints}, on {first['device']}"
+    )
+    print(f"{'frames':>7} {'s/step':>9} {'peak MiB':>9} {'UNet fr':>9} {'released':>9} {'CN fr':>8} {'released':>9}")
     for row in rows:
-        print(f"{row['frames']:>7} {row['seconds_per_step']:>9.3f} {row['peak_bytes'] / 2**20:>10.1f}")
-    if len(rows) > 1:
+        cn = row["controlnet_frames"][0] if row["controlnet_frames"] else 0
         print(
-            f"peak at {rows[-1]['frames']} frames / peak at {rows[0]['frames']} frames: "
-            f"{rows[-1]['peak_bytes'] / rows[0]['peak_bytes']:.3f}"
+            f"{row['frames']:>7} {row['seconds_per_step']:>9.3f} {row['peak_bytes'] / 2**20:>9.1f} "
+            f"{row['unet_frames']:>9} {row['released_unet_frames']:>9} {cn:>8} {row['released_controlnet_frames']:>9}"
         )
+    print(f"(peak: {first['peak_kind']}; CN fr: frame-evaluations per ControlNet)")
+    if len(rows) > 1 and first["peak_bytes"] > 0:
+        for row in rows[1:]:
+            print(
+                f"peak at {row['frames']} frames / at {first['frames']}: {row['peak_bytes'] / first['peak_bytes']:.3f}"
+            )
 
 
 if __name__ == "__main__":

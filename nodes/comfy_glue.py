@@ -42,7 +42,7 @@ def model_path(folder: str, name: str) -> str:
 
 # --- the SD1.5 UNet of an X-Dyna checkpoint as a ComfyUI MODEL -------------------------------------------
 
-# AnimateDiff's schedule, which X-Dyna samples with (spec §4): betas = linspace(0.00085, 0.012, 1000).
+# AnimateDiff's schedule, which X-Dyna samples with (docs/xdyna_model.md §4): betas = linspace(0.00085, 0.012, 1000).
 XDYNA_SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012}
 
 PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

@@ -1,4 +1,4 @@
-"""Context windows on a ComfyUI ModelPatcher: videos of any length in the memory of one window (§4).
+"""Context windows on a ComfyUI ModelPatcher: videos of any length in the memory of one window (docs/xdyna_model.md §4).
 
 A keyed CALC_COND_BATCH wrapper evaluates each step's windows one after another (slicing the latents, the
 per-frame timesteps and every ControlNet's hint to the window's frames), and averages each frame's

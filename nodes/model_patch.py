@@ -483,7 +483,7 @@ def _take(kind: str, extra_options: dict):
 
 
 class XDynaSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-    """EPS sampling with AnimateDiff's betas (sqrt_linear), which the official DDIM schedule uses (§4)."""
+    """EPS sampling with AnimateDiff's betas (sqrt_linear), which the official DDIM schedule uses (docs/xdyna_model.md §4)."""
 
 
 def xdyna_model_sampling() -> nn.Module:
@@ -492,7 +492,7 @@ def xdyna_model_sampling() -> nn.Module:
 
 
 def unet_reference_input(latent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The clean reference latent as the UNet sees it: scaled by the SD1.5 factor, never noised (§3)."""
+    """The clean reference latent as the UNet sees it: scaled by the SD1.5 factor, never noised (docs/xdyna_model.md §3)."""
     return latent_formats.SD15().process_in(latent).to(device=like.device, dtype=like.dtype)
 
 
@@ -516,7 +516,7 @@ def _is_per_frame(value, x: torch.Tensor) -> bool:
 
 
 def _control_with_reference(control, chunks: int):
-    """ControlNet residuals for [reference + frames]: the reference frame gets zeros (§3.5)."""
+    """ControlNet residuals for [reference + frames]: the reference frame gets zeros (docs/xdyna_model.md §3.5)."""
     if control is None:
         return None
     padded = {}

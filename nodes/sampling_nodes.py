@@ -238,7 +238,7 @@ def frame_count(frames: int, pose_images) -> int:
 
 
 def xdyna_initial_latent(reference: XDynaReference, frames: int, seed: int) -> dict:
-    """LATENT of the reference repeated over the frames, blur-mixed by a seeded mask (spec §4), unnoised."""
+    """LATENT of the reference repeated over the frames, blur-mixed by a seeded mask (docs/xdyna_model.md §4), unnoised."""
     scaled = reference.latent.float() * SD15_LATENT_SCALE
     latent = initial_latent(scaled, frames, mask_generator(seed)) / SD15_LATENT_SCALE
     return {"samples": latent.contiguous()}

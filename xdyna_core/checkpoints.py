@@ -1,6 +1,6 @@
 """Reading X-Dyna's released weight files safely, and splitting the UNet checkpoint into its parts.
 
-`unet-checkpoint-epoch-5.ckpt` is one flat diffusers state dict holding four things (spec §2): the SD1.5 UNet,
+`unet-checkpoint-epoch-5.ckpt` is one flat diffusers state dict holding four things (docs/xdyna_model.md §2): the SD1.5 UNet,
 the Dynamics-Adapter (`attn1.to_q_ff` / `to_out_ff`), IP-Adapter k/v (`attn2.to_k_ip` / `to_v_ip`) and
 AnimateDiff-v1 motion modules. `split_xdyna_unet` separates them and reads the sizes from the tensors, so a
 tiny checkpoint in the same layout loads through the same code. Files are only ever unpickled with

@@ -1,4 +1,4 @@
-"""GroupNorm joint over the frames of a window (spec §3.3).
+"""GroupNorm joint over the frames of a window (docs/xdyna_model.md §3.3).
 
 X-Dyna's ResNet norms and the final `conv_norm_out` normalise each group over (channels in the group, all
 F+1 frames of a CFG branch, H, W), reference included, not frame by frame. This couples the reference's

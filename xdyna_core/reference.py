@@ -1,4 +1,4 @@
-"""The prepared reference: what every UNet evaluation needs from the reference image (spec §3, §5)."""
+"""The prepared reference: what every UNet evaluation needs from the reference image (docs/xdyna_model.md §3, §5)."""
 
 from __future__ import annotations
 

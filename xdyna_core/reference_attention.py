@@ -1,4 +1,4 @@
-"""The two attention terms X-Dyna adds to SD1.5's transformer blocks (spec §3.1–3.2).
+"""The two attention terms X-Dyna adds to SD1.5's transformer blocks (docs/xdyna_model.md §3.1–3.2).
 
 Dynamics-Adapter (every `attn1`): each frame's normed tokens `h_f` also attend to the reference frame's
 normed tokens `h_0` of the same CFG branch, through the block's own frozen `to_k`/`to_v` and the adapter's

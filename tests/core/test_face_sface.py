@@ -1,4 +1,4 @@
-"""S-Face box arithmetic and canvases against an independent re-statement of the release (spec §5)."""
+"""S-Face box arithmetic and canvases against an independent re-statement of the release (docs/xdyna_model.md §5)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def face_at(cx: float, cy: float, size: float, rng: np.random.Generator | None =
 
 
 def intended_release_boxes(faces, width, height):
-    """The release's loop as it was meant to run: each call gets the previous frame's box (spec §5)."""
+    """The release's loop as it was meant to run: each call gets the previous frame's box (docs/xdyna_model.md §5)."""
     last, out = None, []
     for pts in faces:
         bounds = landmark_bounds(pts)

@@ -1,4 +1,4 @@
-"""Joint GroupNorm: one set of statistics per group over all frames of a CFG branch (spec §3.3)."""
+"""Joint GroupNorm: one set of statistics per group over all frames of a CFG branch (docs/xdyna_model.md §3.3)."""
 
 from __future__ import annotations
 

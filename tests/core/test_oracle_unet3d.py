@@ -2,7 +2,7 @@
 
 Its SD1.5 base, its IP-Adapter cross-attention and its AnimateDiff motion modules (placement included) are checked
 against diffusers, an independent implementation; the Dynamics-Adapter and the joint GroupNorm have no diffusers
-counterpart, so they are checked by the properties XDYNA_SPEC.md §3 implies (what may and may not influence what).
+counterpart, so they are checked by the properties docs/xdyna_model.md §3 implies (what may and may not influence what).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The official X-Dyna sampling loop over a whole video, re-stated in plain torch from XDYNA_SPEC.md §4.
+"""The official X-Dyna sampling loop over a whole video, re-stated in plain torch from docs/xdyna_model.md §4.
 
 A test oracle, like ``xdyna_unet3d`` (which it calls for every UNet evaluation): it imports nothing from the pack
 or from ComfyUI. It restates the release's pipeline call (``animatediff/pipelines/pipeline_xdyna.py``)

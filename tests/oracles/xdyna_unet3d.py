@@ -1,4 +1,4 @@
-"""One X-Dyna UNet3D evaluation, re-stated functionally from XDYNA_SPEC.md §3 and the SD1.5 UNet.
+"""One X-Dyna UNet3D evaluation, re-stated functionally from docs/xdyna_model.md §3 and the SD1.5 UNet.
 
 This is a test oracle. It works directly on the official diffusers-key state dict (the 686 SD1.5 UNet keys plus
 the Dynamics-Adapter, IP-Adapter k/v and AnimateDiff-v1 motion-module keys) with plain ``torch.nn.functional``
@@ -154,7 +154,7 @@ def resnet(sd: StateDict, prefix: str, x: Tensor, cond: _Conditioning) -> Tensor
 
 
 def self_attention(sd: StateDict, prefix: str, h: Tensor, cond: _Conditioning) -> Tensor:
-    """``attn1`` on the LayerNormed tokens ``h`` [B * T, L, C], with X-Dyna's Dynamics-Adapter (spec §3.1):
+    """``attn1`` on the LayerNormed tokens ``h`` [B * T, L, C], with X-Dyna's Dynamics-Adapter (docs/xdyna_model.md §3.1):
 
     ``to_out(Attn(to_q h_f, to_k h_f, to_v h_f)) + scale * to_out_ff(Attn(to_q_ff h_f, to_k h_0, to_v h_0))``,
     where ``h_0`` is the reference frame's (frame 0 of the same branch) normed tokens and to_k / to_v are the
@@ -180,7 +180,7 @@ def self_attention(sd: StateDict, prefix: str, h: Tensor, cond: _Conditioning) -
 
 
 def cross_attention(sd: StateDict, prefix: str, h: Tensor, cond: _Conditioning) -> Tensor:
-    """``attn2`` on the LayerNormed tokens ``h``, with IP-Adapter (spec §3.2): the text attention and the image
+    """``attn2`` on the LayerNormed tokens ``h``, with IP-Adapter (docs/xdyna_model.md §3.2): the text attention and the image
     attention share the query and are summed before ``to_out``:
     ``to_out(Attn(q, to_k text, to_v text) + scale * Attn(q, to_k_ip img, to_v_ip img))``."""
     heads = cond.switches.heads
@@ -370,7 +370,7 @@ def xdyna_unet3d(
     ip_scale: float = 1.0,
     heads: int = 8,
 ) -> Tensor:
-    """eps of one X-Dyna UNet evaluation for the F window frames of B CFG branches (spec §3).
+    """eps of one X-Dyna UNet evaluation for the F window frames of B CFG branches (docs/xdyna_model.md §3).
 
     ``noisy`` [B, F, 4, h, w]; ``reference`` [B, 4, h, w] (clean, frame 0 of each branch); ``timestep`` scalar or
     [B] (shared by all frames of a branch, reference included); ``text_context`` [B, 77, D]; ``image_tokens``

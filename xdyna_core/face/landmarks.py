@@ -1,6 +1,6 @@
 """Face landmarks for S-Face: the 68 iBUG points of each frame, read from POSE_KEYPOINT frames.
 
-S-Face (spec §5) is defined on the 68-point iBUG-300W layout that face_alignment returns in the official
+S-Face (docs/xdyna_model.md §5) is defined on the 68-point iBUG-300W layout that face_alignment returns in the official
 code: jaw 0–16, brows 17–26, nose 27–35, the person's right eye 36–41 (image left on a frontal face), left
 eye 42–47, mouth 48–67. A POSE_KEYPOINT person's `face_keypoints_2d` holds these 68 points (controlnet_aux
 appends the two body eyes as points 68–69), or, from a MediaPipe source, the 468-point face mesh (478 with

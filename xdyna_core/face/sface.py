@@ -1,4 +1,4 @@
-"""S-Face conditions (spec §5): a face box and three feature patches per frame → two registered canvases.
+"""S-Face conditions (docs/xdyna_model.md §5): a face box and three feature patches per frame → two registered canvases.
 
 Per frame, from the 68 iBUG landmarks `p` in pixels of the W×H frame, as the official
 `extract_local_feature_from_single_img` + `nms_precessor.compute_increased_bbox` compute them:

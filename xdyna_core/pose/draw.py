@@ -1,4 +1,4 @@
-"""Skeleton images in the style X-Dyna was trained on (spec §5), drawn like DWPose / controlnet_aux draw them.
+"""Skeleton images in the style X-Dyna was trained on (docs/xdyna_model.md §5), drawn like DWPose / controlnet_aux draw them.
 
 Measured on the official rendering `pose_1.mp4` (see tests/core/test_pose_draw.py): black background;
 the OpenPose body limbs as filled ellipses (half-width 4 px) in the classic 18-colour palette × 0.6; joints
