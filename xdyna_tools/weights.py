@@ -80,13 +80,19 @@ def comfyui_folders(comfyui: str | Path, extra_configs: Iterable[str | Path] = (
             try:
                 load_extra_path_config(str(config))
             except Exception as err:  # yaml syntax errors and wrong shapes alike: ComfyUI's reader checks nothing
-                detail = f"{type(err).__name__}: {err}".splitlines()[0]
                 raise WeightsError(
-                    f"{config} is not a usable extra_model_paths.yaml ({detail}); it must map a name to "
+                    f"{config} is not a usable extra_model_paths.yaml ({_config_problem(err)}); it must map a name to "
                     "`base_path` and folder kinds (e.g. `controlnet: models/controlnet`), as ComfyUI's "
                     "extra_model_paths.yaml.example shows"
                 ) from err
     return ComfyFolders(loaded)
+
+
+def _config_problem(err: Exception) -> str:
+    mark = getattr(err, "problem_mark", None)  # yaml's syntax errors say where
+    if mark is not None:
+        return f"YAML syntax error at line {mark.line + 1}: {getattr(err, 'problem', '') or err}"
+    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 # --- command line ----------------------------------------------------------------------------------------
