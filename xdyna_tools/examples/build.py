@@ -72,7 +72,7 @@ def check_assets(assets: Path) -> Path:
 
 # --- UI format, made by the front-end ------------------------------------------------------------------------
 
-CREATE_JS = """async ({nodes}) => {
+CREATE_JS = """async ({nodes, models}) => {
     app.graph.clear();
     window.__xdynaBuild = {};
     const made = window.__xdynaBuild;
@@ -80,7 +80,6 @@ CREATE_JS = """async ({nodes}) => {
         const node = LiteGraph.createNode(d.type);
         if (!node) throw new Error(`the front-end does not know the node type ${d.type}`);
         if (d.title) node.title = d.title;
-        if (d.models.length) node.properties.models = d.models;  // folder and link for the missing-models panel
         app.graph.add(node);
         for (const [name, value] of Object.entries(d.widgets)) {
             const widget = node.widgets?.find((w) => w.name === name);
@@ -89,6 +88,9 @@ CREATE_JS = """async ({nodes}) => {
             widget.callback?.(widget.value, app.canvas, node);  // dynamic combos add their option's widgets here
         }
         for (const widget of node.widgets ?? []) if (widget.name === 'control_after_generate') widget.value = 'fixed';
+        // folder and link of each model file a widget names, for the front-end's missing-models panel
+        const named = (node.widgets ?? []).filter((w) => Object.hasOwn(models, w.value)).map((w) => models[w.value]);
+        if (named.length) node.properties.models = named;
         made[d.key] = node;
     }
     for (const d of nodes) {
@@ -167,13 +169,13 @@ def ui_description(workflow: Workflow) -> dict:
                 "links": n.links,
                 "title": n.title,
                 "size": n.size,
-                "models": model_metadata(n),
             }
             for n in workflow.nodes
         ],
         "groups": [
             {"key": key, "title": g.title, "row": g.row, "color": g.color} for key, g in workflow.groups.items()
         ],
+        "models": model_metadata(),
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdyna_core.weights_manifest import WEIGHTS, WeightFile
+from xdyna_core.weights_manifest import WEIGHTS
 
 # Official file names, from the one weights table (README, X-Dyna Check Weights).
 _BY_KEY = {w.key: w for w in WEIGHTS}
@@ -468,9 +468,8 @@ def workflows() -> list[Workflow]:
 # --- where each model file comes from, for the front-end's missing-models panel --------------------------------
 
 
-def model_metadata(node: Node) -> list[dict[str, str]]:
-    """`properties.models` of a node: name, download address and ComfyUI folder of each model file its widgets
-    name. The front-end matches them by name to the node's missing files and shows the folder and the link."""
-    by_name: dict[str, WeightFile] = {w.local_name: w for w in WEIGHTS}
-    named = [by_name[v] for v in node.widgets.values() if isinstance(v, str) and v in by_name]
-    return [{"name": w.local_name, "url": w.remote.url, "directory": w.folder} for w in named]
+def model_metadata() -> dict[str, dict[str, str]]:
+    """`properties.models` entries by file name: name, download address and ComfyUI folder of every file of the
+    weights table. The build gives each node those its widgets name; the front-end matches them by name to the
+    node's missing files and shows the folder and the link."""
+    return {w.local_name: {"name": w.local_name, "url": w.remote.url, "directory": w.folder} for w in WEIGHTS}
