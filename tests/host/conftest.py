@@ -64,9 +64,11 @@ def staged(comfy_server) -> dict:
     return comfy_server.get_json("/object_info")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def frontend(comfy_server, staged, tmp_path_factory):
-    """ComfyUI's real front-end in one headless Chromium for the whole session, on the session's server."""
+    """ComfyUI's real front-end in headless Chromium, on the session's server; one per test module, because
+    Playwright's synchronous client holds an event loop in this thread while it is open, and the in-process
+    ComfyUI (`comfy_host`) runs its own with asyncio.run()."""
     from xdyna_tools.frontend import FrontEnd, chromium_unavailable, post_settings
 
     reason = chromium_unavailable()

@@ -296,6 +296,7 @@ def open_template(frontend, name: str) -> None:
 
 
 VIEW_JS = """() => {
+    app.canvas.draw(true, true);  // as the next frame would: low_quality is set while drawing
     const note = app.graph._nodes.find((n) => n.type === 'MarkdownNote');
     const [x, y, w, h] = app.canvas.visible_area, [nx, ny, nw, nh] = note.boundingRect;
     return {scale: app.canvas.ds.scale, lowQuality: app.canvas.low_quality, nodes: app.graph._nodes.length,
