@@ -1,14 +1,16 @@
 """X-Dyna Check Weights: which model files the pack needs are present in ComfyUI's model folders, and fetching them.
 
-The list of files, their sources, sizes and licences lives in `xdyna_tools.weights` (also a command line tool);
-this node resolves folders through ComfyUI's own `folder_paths`, so `extra_model_paths.yaml` is honoured.
+The list of files, their sources, sizes and licences lives in `xdyna_core.weights_manifest`, the check and the
+download in `xdyna_core.weights_check` (shared with `python -m xdyna_tools.weights`); this node resolves folders
+through ComfyUI's own `folder_paths`, so `extra_model_paths.yaml` is honoured. The report is returned as the
+node's STRING output and as its UI text, which web/js/xdyna.js shows on the node.
 """
 
 from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..xdyna_tools.weights import ComfyFolders, check, download, format_report
+from ..xdyna_core.weights_check import ComfyFolders, check, download, format_report
 from . import comfy_glue
 
 CATEGORY = "X-Dyna"
@@ -37,7 +39,8 @@ class XDynaCheckWeights(io.ComfyNode):
                     "download_missing",
                     default=False,
                     tooltip="Download missing or incomplete files from their Hugging Face repositories (up to "
-                    "about 15.5 GB in all) into the first model folder of their kind. Off: only check.",
+                    "about 15.5 GB in all) into the first model folder of their kind; without network it stops "
+                    "within about 10 s, naming each file, its address and its folder. Off: only check.",
                 ),
             ],
             outputs=[io.String.Output(display_name="report")],

@@ -17,32 +17,43 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from .checkpoints import XDynaCheckpointError, load_state_dict_file
-
+# torch is imported only when converting, so that `python -m xdyna_core.convert --help` answers at once.
 logger = logging.getLogger("xdyna")
 
-DTYPES: dict[str, torch.dtype | None] = {
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-    "fp32": torch.float32,
-    "keep": None,
-}
+DTYPE_NAMES = ("fp16", "bf16", "fp32", "keep")  # the --dtype choices; "keep" stores floats as they are
 
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+
+def torch_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype of a --dtype choice (None for "keep")."""
+    import torch
+
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "keep": None}
+    if name not in dtypes:
+        raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(DTYPE_NAMES)}")
+    return dtypes[name]
+
+
+def _safetensors_dtype(dtype: torch.dtype) -> str:
+    import torch
+
+    names = {
+        torch.float64: "F64",
+        torch.float32: "F32",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
+    return names[dtype]
 
 
 def _target_dtype(t: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
@@ -58,13 +69,15 @@ def write_safetensors_streaming(
 
         save_file({k: v.to(_target_dtype(v, dtype)).contiguous() for k, v in sd.items()}, str(dst), metadata=metadata)
         return
+    import torch
+
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for key, t in sd.items():
         target = _target_dtype(t, dtype)
         size = t.numel() * torch.empty((), dtype=target).element_size()
         header[key] = {
-            "dtype": _SAFETENSORS_DTYPES[target],
+            "dtype": _safetensors_dtype(target),
             "shape": list(t.shape),
             "data_offsets": [offset, offset + size],
         }
@@ -80,7 +93,7 @@ def write_safetensors_streaming(
 
 
 def convert_to_safetensors(
-    src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = torch.float16
+    src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | str | None = "fp16"
 ) -> Path:
     """Convert a tensor-only checkpoint to `.safetensors`, keys unchanged (so the same loaders read it).
 
@@ -89,7 +102,14 @@ def convert_to_safetensors(
             and a `module.` prefix are removed.
         dst: output path; written to a temporary name first, so a failed run leaves no half file behind.
         dtype: floating tensors are cast to this (fp16 halves the 5.29 GB UNet); None keeps them as stored.
+            A torch dtype or one of `DTYPE_NAMES`.
     """
+    import torch
+
+    from .checkpoints import load_state_dict_file
+
+    if isinstance(dtype, str):
+        dtype = torch_dtype(dtype)
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise ValueError(f"{dst}: refusing to overwrite the source file")
@@ -114,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="input .ckpt / .pt / .pth / .bin (tensor-only, read with weights_only=True)")
     parser.add_argument("dst", help="output .safetensors")
     parser.add_argument(
-        "--dtype", choices=list(DTYPES), default="fp16", help="floating-point type to store (default fp16)"
+        "--dtype", choices=DTYPE_NAMES, default="fp16", help="floating-point type to store (default fp16)"
     )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .checkpoints import XDynaCheckpointError
+
     try:
-        convert_to_safetensors(args.src, args.dst, DTYPES[args.dtype])
+        convert_to_safetensors(args.src, args.dst, args.dtype)
     except (XDynaCheckpointError, FileNotFoundError, ValueError) as e:
         logger.error("%s", e)
         return 1

@@ -122,12 +122,25 @@ class ComfyClient:
         return f"{body['subfolder']}/{body['name']}" if body.get("subfolder") else body["name"]
 
     async def queue_prompt(self, prompt: dict, prompt_id: str) -> str:
-        """Queue a prompt; returns its id (ours, unless an older server chose its own)."""
+        """Queue a prompt; returns its id (ours, unless an older server chose its own).
+
+        ComfyUI answers 200 with `node_errors` when some outputs validate and others do not, and then runs only
+        the valid ones (a preview, say, but not the video): such a prompt is taken off the queue again and the
+        job fails with the validation errors, rather than later with a misleading "saved no files".
+        """
         payload = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id}
         status, body = await self._request("POST", "/prompt", json=payload)
         if status != 200:
             raise JobFailedError(describe_rejection(body))
-        return body.get("prompt_id", prompt_id)
+        queued_id = body.get("prompt_id", prompt_id) if isinstance(body, dict) else prompt_id
+        if isinstance(body, dict) and body.get("node_errors"):
+            await self.cancel(queued_id)
+            partial = {
+                "error": "some outputs failed validation (the server would have run only the others; cancelled)",
+                "node_errors": body["node_errors"],
+            }
+            raise JobFailedError(describe_rejection(partial))
+        return queued_id
 
     async def history(self, prompt_id: str) -> dict | None:
         """The prompt's history entry once it has finished (successfully or not), else None."""

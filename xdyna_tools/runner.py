@@ -438,13 +438,38 @@ class BatchRunner:
 
     async def _download(self, client: ComfyClient, job: Job, files: list[dict]) -> list[dict]:
         folder = self.manifest.out_dir / job.name
-        names = [f["filename"] for f in files]
+        names = [output_name(file, client.url) for file in files]  # all checked before anything is written
         outputs = []
-        for file in files:
-            name = file["filename"]
+        for file, name in zip(files, names):
             if names.count(name) > 1:  # the same name from two savers: keep both, told apart by their subfolder
                 name = f"{safe_name(file.get('subfolder', ''))}_{name}"
-            size = await client.download(file, folder / name)
+            target = folder / name
+            if target.resolve().parent != folder.resolve():  # a link planted in the folder, say
+                raise JobFailedError(
+                    f"{client.url} named an output {file['filename']!r} that would land outside {folder}"
+                )
+            size = await client.download(file, target)
             source = f"{file.get('subfolder')}/{file['filename']}" if file.get("subfolder") else file["filename"]
             outputs.append({"file": f"{job.name}/{name}", "bytes": size, "source": source})
         return outputs
+
+
+def output_name(file: dict, server: str) -> str:
+    """The name an output file gets in `results/<job>/`: the server's own, if it is a plain file name.
+
+    The server's answer is not trusted: a name with a folder in it (`../x`, `a/b`, `a\\b`), an absolute path,
+    a drive (`C:x`), `.` or `..`, or control characters would make the download write elsewhere; such a job
+    fails, naming the server and the name.
+    """
+    name = file.get("filename")
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "no file name"
+    elif name in (".", "..") or any(c in name for c in "/\\:") or any(ord(c) < 32 for c in name):
+        problem = "a file name with a path, drive or control character in it"
+    if problem:
+        raise JobFailedError(
+            f"{server} answered {problem} for an output ({name!r}); refusing to write it outside the job's folder. "
+            "Is this a ComfyUI server?"
+        )
+    return name

@@ -47,12 +47,15 @@ class FakeComfy:
     node_types: tuple[str, ...] = ("LoadImage", "LoadVideo", "XDyna_TemporalSampler", "SaveVideo")
     hold: threading.Event | None = None  # when set up, prompts wait for it before finishing
     vanish: int = 0  # this many prompts disappear without a trace, as when the server restarts
+    partly_invalid: bool = False  # answer 200 with node_errors, as ComfyUI does when only some outputs validate
+    output_name: str | None = None  # a hostile server: the file name its history gives for the saved video
     prompts: list[dict] = field(default_factory=list)
     history: dict[str, dict] = field(default_factory=dict)
     queue: dict[str, dict] = field(default_factory=dict)
     uploads: dict[str, bytes] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     sockets: dict[str, web.WebSocketResponse] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)  # prompt ids taken off the queue by the client
     url: str = ""
 
     def app(self) -> web.Application:
@@ -76,6 +79,10 @@ class FakeComfy:
         return web.json_response(self.history)
 
     async def ok(self, request):
+        if request.path == "/queue":
+            for pid in (await request.json()).get("delete", []):
+                self.queue.pop(pid, None)
+                self.deleted.append(pid)
         return web.json_response({})
 
     async def upload(self, request):
@@ -110,8 +117,23 @@ class FakeComfy:
             assert name in self.uploads, f"{name} was not uploaded first"
         self.prompts.append(prompt)
         self.queue[pid] = prompt
+        node_errors = {}
+        if self.partly_invalid:
+            node_errors = {
+                "save": {
+                    "errors": [
+                        {
+                            "type": "required_input_missing",
+                            "message": "Required input is missing",
+                            "details": "video",
+                        }
+                    ],
+                    "dependent_outputs": ["save"],
+                    "class_type": "SaveVideo",
+                }
+            }
         asyncio.get_running_loop().create_task(self.execute(pid, prompt, body.get("client_id")))
-        return web.json_response({"prompt_id": pid, "number": len(self.prompts), "node_errors": {}})
+        return web.json_response({"prompt_id": pid, "number": len(self.prompts), "node_errors": node_errors})
 
     async def send(self, client_id, kind, data):
         ws = self.sockets.get(client_id)
@@ -120,6 +142,8 @@ class FakeComfy:
 
     async def execute(self, pid, prompt, client_id):
         await asyncio.sleep(self.delay)
+        if pid in self.deleted:
+            return
         while self.hold is not None and not self.hold.is_set():
             await asyncio.sleep(0.02)
         if self.vanish > 0:
@@ -147,7 +171,7 @@ class FakeComfy:
                     client_id, "progress", {"value": step, "max": steps, "prompt_id": pid, "node": "sampler"}
                 )
             prefix = PurePosixPath(prompt["save"]["inputs"]["filename_prefix"])
-            name = f"{prefix.name}_00001_.mp4"
+            name = self.output_name or f"{prefix.name}_00001_.mp4"
             self.files[f"{prefix.parent}/{name}"] = (
                 f"video of {pid} seed {prompt['sampler']['inputs']['seed']}".encode()
             )
@@ -405,3 +429,42 @@ def test_the_command_stops_cleanly_on_a_signal(servers, jobs, tmp_path, sig):
     record = json.loads((out / MANIFEST_NAME).read_text())["jobs"]["alice"]
     assert record["status"] == QUEUED and record["prompt_id"] in fake.queue
     assert not (out / "xdyna-batch.lock").exists()
+
+
+def test_a_prompt_queued_with_validation_errors_fails_with_them_and_is_taken_off_the_queue(servers, jobs, tmp_path):
+    """ComfyUI answers 200 with node_errors and runs only the outputs that validate: that is the job's error."""
+    fake = servers.start(FakeComfy(partly_invalid=True, delay=0.3))
+    _, report = run(jobs[:1], tmp_path / "out", [fake.url], attempts=1, include_temp=True)
+    outcome = report.outcomes["alice"]
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("prompt rejected: some outputs failed validation")
+    assert "node save (SaveVideo): Required input is missing: video" in outcome.error
+    assert len(fake.prompts) == 1 and len(fake.deleted) == 1
+    assert fake.history == {}, "the partly valid prompt was left to run"
+    assert not (tmp_path / "out" / "alice").exists()
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "../../escaped.mp4",
+        "../escaped.mp4",
+        "<root>/escaped.mp4",
+        "C:escaped.mp4",
+        "C:\\escaped.mp4",
+        "..\\escaped.mp4",
+        "..",
+    ],
+)
+def test_a_server_naming_files_outside_the_job_folder_is_refused(servers, jobs, tmp_path, hostile):
+    root = tmp_path / "root"
+    hostile = hostile.replace("<root>", str(root))  # an absolute path
+    fake = servers.start(FakeComfy(output_name=hostile))
+    out = root / "a" / "results"
+    _, report = run(jobs[:1], out, [fake.url], attempts=1)
+    outcome = report.outcomes["alice"]
+    assert outcome.status == "failed"
+    assert f"{fake.url} answered a file name with a path, drive or control character in it" in outcome.error
+    assert repr(hostile) in outcome.error
+    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert written == ["a/results/xdyna-batch.json"], written

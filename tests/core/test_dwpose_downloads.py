@@ -32,7 +32,7 @@ def test_offline_error_names_each_file_its_source_and_the_folder(tmp_path, offli
     message = str(err.value)
     for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
         assert name in message
-    assert "yzd-v/DWPose" in message and "https://huggingface.co/yzd-v/DWPose/blob/main/yolox_l.onnx" in message
+    assert "yzd-v/DWPose" in message and "https://huggingface.co/yzd-v/DWPose/resolve/main/yolox_l.onnx" in message
     assert f"put them in {target}" in message and "HF_HUB_OFFLINE" in message
     assert err.value.missing == DWPOSE_FILES and isinstance(err.value, FileNotFoundError)
     assert not target.exists()  # nothing is created when nothing can be fetched

@@ -8,21 +8,19 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fixtures.weights import OFFICIAL_FILE_NAMES
-from xdyna_tools import weights
-from xdyna_tools.weights import (
+from xdyna_core.weights_check import (
     ALTERNATIVE,
     MISSING,
     OK,
     PARTIAL,
     SIZE_DIFFERS,
-    WEIGHTS,
     ComfyFolders,
     PlainFolders,
-    WeightsError,
     check,
     format_report,
-    select,
 )
+from xdyna_core.weights_manifest import FOLDER_DEFAULTS, WEIGHTS, WeightsError, human_size, select
+from xdyna_tools import weights
 
 BY_KEY = {w.key: w for w in WEIGHTS}
 
@@ -42,8 +40,7 @@ def test_every_file_the_pack_needs_is_listed_with_source_size_licence_and_folder
     }  # fmt: skip
     for w in WEIGHTS:
         assert w.repo_id.count("/") == 1 and w.repo_path and w.local_name and w.licence and w.used_by
-        assert w.folder in weights.FOLDER_DEFAULTS and w.size > 10**8
-        assert w.remote.url == f"https://huggingface.co/{w.repo_id}/blob/main/{w.repo_path}"
+        assert w.folder in FOLDER_DEFAULTS and w.size > 10**8
     # the same names as the release (the test fixtures) and as the DWPose loader downloads
     assert BY_KEY["unet"].local_name == OFFICIAL_FILE_NAMES["unet"]
     assert BY_KEY["pose_controlnet"].local_name == OFFICIAL_FILE_NAMES["controlnet"]
@@ -53,6 +50,28 @@ def test_every_file_the_pack_needs_is_listed_with_source_size_licence_and_folder
     assert {(f.repo_id, f.filename) for f in dwpose.DWPOSE_FILES} == {
         (w.repo_id, w.repo_path) for w in WEIGHTS if w.folder == "xdyna_dwpose"
     }
+
+
+def test_download_links_are_the_files_themselves():
+    """`resolve/main/` serves the file; `blob/main/` would be its HTML page. huggingface_hub's own URL agrees."""
+    hub = pytest.importorskip("huggingface_hub")
+    for w in WEIGHTS:
+        assert w.remote.url == f"https://huggingface.co/{w.repo_id}/resolve/main/{w.repo_path}"
+        assert w.remote.url == hub.hf_hub_url(w.repo_id, w.repo_path, endpoint="https://huggingface.co")
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(5_290_000_000, "5.29 GB"), (158_033_179, "158 MB"), (1_000_000, "1 MB"), (10_000, "10 kB"), (7, "7 bytes")],
+)
+def test_sizes_are_shown_in_units_that_fit(size, shown):
+    assert human_size(size) == shown
+
+
+def test_a_small_partial_file_shows_its_size_not_zero_megabytes(tmp_path):
+    sparse(tmp_path / "controlnet" / "controlnet-checkpoint-epoch-5.ckpt", 10_000)
+    report = format_report(check(PlainFolders(tmp_path), select(["pose_controlnet"])))
+    assert "has only 10 kB (an interrupted download?)" in report and "0 MB" not in report
 
 
 def test_present_missing_partial_and_differently_sized_files(tmp_path):

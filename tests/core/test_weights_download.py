@@ -5,13 +5,18 @@ No network here: huggingface_hub's `hf_hub_download` is replaced by a stand-in t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.hub import answering_endpoint, silent_endpoint
+from xdyna_core import downloads
+from xdyna_core import weights_manifest as weights
 from xdyna_core.downloads import ModelFilesMissingError
-from xdyna_tools import weights
-from xdyna_tools.weights import OK, STAGING, PlainFolders, WeightsError, WeightsMissingError, download, select
+from xdyna_core.weights_check import OK, STAGING, PlainFolders, WeightsMissingError, download
+from xdyna_core.weights_manifest import WeightsError, select
+from xdyna_tools import weights as command
 
 hub = pytest.importorskip("huggingface_hub")
 constants = pytest.importorskip("huggingface_hub.constants")
@@ -41,7 +46,9 @@ def fake_hub(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
     monkeypatch.setattr(hub, "hf_hub_download", hf_hub_download)
-    return calls
+    with answering_endpoint() as (url, _):  # the reachability check before each download asks it
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        yield calls
 
 
 def test_offline_the_error_names_every_file_its_source_and_its_folder(tmp_path, offline):
@@ -62,7 +69,7 @@ def test_offline_the_error_names_every_file_its_source_and_its_folder(tmp_path, 
 
 
 def test_offline_command_exits_non_zero_with_the_error(tmp_path, offline, capsys):
-    code = weights.main(["download", "--models-dir", str(tmp_path), "--only", "ip_adapter"])
+    code = command.main(["download", "--models-dir", str(tmp_path), "--only", "ip_adapter"])
     assert code == 1
     err = capsys.readouterr().err
     assert "ip-adapter-plus_sd15.bin from Hugging Face h94/IP-Adapter" in err and str(tmp_path / "ipadapter") in err
@@ -128,3 +135,21 @@ def test_never_into_custom_nodes(tmp_path):
     folders = PlainFolders(tmp_path / "ComfyUI" / "custom_nodes" / "comfyui-xdyna" / "models")
     with pytest.raises(WeightsError, match="not custom_nodes"):
         download(folders, select(["ip_adapter"]), downloader=lambda w, s: pytest.fail("downloaded"))
+
+
+def test_without_an_answering_endpoint_the_download_stops_within_the_stated_time(tmp_path, fake_hub, monkeypatch):
+    """A network that swallows requests: one check, not huggingface_hub's minutes of retries per file."""
+    monkeypatch.setattr(downloads, "PROBE_TIMEOUT_S", 1.0)
+    with silent_endpoint() as url:
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        started = time.monotonic()
+        with pytest.raises(WeightsMissingError) as err:
+            download(PlainFolders(tmp_path))
+        took = time.monotonic() - started
+    assert took < 5, f"took {took:.1f} s"
+    assert fake_hub == [], "nothing is downloaded when the endpoint does not answer"
+    message = str(err.value)
+    assert message.startswith(f"8 model file(s) missing and not downloaded ({url} did not answer within 1 s")
+    for w in weights.WEIGHTS:
+        folder = tmp_path / weights.FOLDER_DEFAULTS[w.folder]
+        assert f"{w.local_name} from Hugging Face {w.repo_id} ({w.remote.url}) into {folder}" in message

@@ -9,42 +9,13 @@ status messages to browsers (`MessageLog`): it records them so tests can read pr
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PACK_ROOT = Path(__file__).resolve().parents[2]
-CONVENTIONAL_LOCATIONS = (Path.home() / "ComfyUI", Path("/opt/ComfyUI"))
-
-
-def is_comfyui_checkout(path: Path) -> bool:
-    return (path / "main.py").is_file() and (path / "execution.py").is_file() and (path / "comfy").is_dir()
-
-
-def find_comfyui() -> tuple[Path | None, str]:
-    """Locate a ComfyUI checkout: `COMFYUI_PATH`, the ComfyUI this pack sits in, then conventional places.
-
-    Returns the path (or None) and a sentence saying where it was found or where we looked.
-    """
-    env = os.environ.get("COMFYUI_PATH")
-    if env:
-        path = Path(env).expanduser().resolve()
-        if is_comfyui_checkout(path):
-            return path, f"COMFYUI_PATH={path}"
-        return None, f"COMFYUI_PATH={env} is not a ComfyUI checkout (no main.py, execution.py and comfy/ there)"
-    if PACK_ROOT.parent.name == "custom_nodes" and is_comfyui_checkout(PACK_ROOT.parent.parent):
-        return PACK_ROOT.parent.parent, f"the ComfyUI this pack is installed in ({PACK_ROOT.parent.parent})"
-    for path in CONVENTIONAL_LOCATIONS:
-        if is_comfyui_checkout(path):
-            return path, f"conventional location {path}"
-    looked = ", ".join(str(p) for p in CONVENTIONAL_LOCATIONS)
-    return None, (
-        f"no ComfyUI checkout found: set COMFYUI_PATH, install this pack under ComfyUI/custom_nodes, "
-        f"or clone ComfyUI to one of {looked}"
-    )
+from xdyna_tools.comfy_launch import PACK_ROOT, find_comfyui, is_comfyui_checkout  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -296,3 +296,34 @@ def test_bad_input_stops_before_anything_is_queued(server, workflow, pairs, tmp_
     assert result.returncode == 2 and "has no input 'nosuch'" in result.stderr
     assert history_ids(server) == before
     assert not (tmp_path / "out" / MANIFEST).exists()
+
+
+def test_a_prompt_the_server_accepts_only_in_part_fails_with_its_validation_errors(server, workflow, pairs, tmp_path):
+    """ComfyUI answers 200 with node_errors and runs the outputs that validate (here a preview of the pose
+    frames, which needs no model): the job must fail with those errors, not succeed with the preview."""
+    with_preview = json.loads(workflow.read_text())
+    with_preview["pose_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["pose", 0]}}
+    partial = tmp_path / "with_preview.json"
+    partial.write_text(json.dumps(with_preview))
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    shutil.copy(pairs / "alice.png", folder / "erin.png")
+    shutil.copy(pairs / "alice.mp4", folder / "erin.mp4")
+    out = tmp_path / "out"
+    before = history_ids(server)
+    result = run_batch(
+        folder, "--out", out, "--workflow", partial, "--server", server.url, "--frames", FRAMES, "--attempts", 1,
+        "--include-temp", "--set", "XDyna_LoadModel.ckpt_name=missing.safetensors",
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = [ln for ln in result.stdout.splitlines() if "FAILED" in ln]
+    assert "prompt rejected: some outputs failed validation" in line
+    assert "node model (XDyna_LoadModel)" in line and "missing.safetensors" in line
+    assert read_manifest(out)["jobs"]["erin"]["status"] == "failed"
+    assert not (out / "erin").exists(), "the preview of a partly run prompt was taken for the job's result"
+    deadline = time.monotonic() + 30  # taken off the queue (or interrupted): it leaves nothing queued behind
+    while server.get_json("/queue")["queue_running"] + server.get_json("/queue")["queue_pending"]:
+        assert time.monotonic() < deadline, server.get_json("/queue")
+        time.sleep(0.2)
+    ran = [server.get_json(f"/history/{pid}")[pid] for pid in history_ids(server) - before]
+    assert all(not entry.get("outputs") for entry in ran), "the partly valid prompt ran its preview"

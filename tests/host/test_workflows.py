@@ -3,11 +3,13 @@
 For every workflow of `example_workflows/`:
 
 - the server lists it as a template of this pack and serves it with its thumbnail;
-- its API file is what `example_workflows/build.py` computes from the description and the live node schemas;
+- its API file is what `xdyna_tools.examples` computes from the description and the live node schemas;
 - the front-end loads the UI file with every node type registered, no missing node, model or media and no
   node flagged, and its own API conversion (`app.graphToPrompt`) equals the API file;
+- with the model files absent, the front-end's missing-models panel names each file's folder and address;
+- opened from the template browser, it opens at a zoom where LiteGraph draws text;
 - the server's validation (POST /prompt) accepts the API file, with the files its widgets name present as
-  tiny stand-ins (and reports the node when one is missing). The accepted prompt is taken off the queue at once:
+  placeholders (and reports the node when one is missing). The accepted prompt is taken off the queue at once:
   running the full-size graphs is not the point here (tests/host/test_video_graph.py runs one end to end).
 
 Screenshots of each loaded workflow go to the test's temporary folder and, when `XDYNA_ARTIFACTS` is set, there.
@@ -16,7 +18,6 @@ Screenshots of each loaded workflow go to the test's temporary folder and, when 
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import time
@@ -26,15 +27,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, shared_data_dir
-from tests.host.frontend import FrontEnd, chromium_unavailable, post_settings
-
-build = importlib.import_module("example_workflows.build")
+from tests.conftest import REPO_ROOT
+from xdyna_core.weights_manifest import WEIGHTS
+from xdyna_tools.examples import api, graphs
+from xdyna_tools.examples.build import VIEW_KEY
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 PACK = "comfyui-xdyna"  # the server fixture installs the pack under this folder name
-NAMES = [make().name for make in build.WORKFLOWS]
+NAMES = [w.name for w in graphs.workflows()]
 SIZED = ("XDyna_LoadReference", "XDyna_RenderPose", "XDyna_FaceCropper", "XDyna_CropResize")
+REBUILD = "rebuild with: python -m xdyna_tools.examples"
 
 # Console noise of a fresh profile on a server without user data, and the refused requests to outside hosts.
 CONSOLE_NOISE = (
@@ -76,25 +78,6 @@ def screenshot_dirs(tmp_path_factory) -> list[Path]:
     return dirs
 
 
-@pytest.fixture(scope="module")
-def staged(comfy_server):
-    """The files every example names, in the server's model and input folders; returns the node schemas."""
-    media = shared_data_dir() if (shared_data_dir() / build.REFERENCE_IMAGE).is_file() else None
-    build.stage_files(comfy_server.models, comfy_server.input_dir, media)
-    return comfy_server.get_json("/object_info")
-
-
-@pytest.fixture(scope="module")
-def frontend(comfy_server, staged, tmp_path_factory):
-    reason = chromium_unavailable()
-    if reason:
-        pytest.skip(reason)
-    post_settings(comfy_server.url)
-    with FrontEnd(comfy_server.url, tmp_path_factory.mktemp("chromium-profile")) as front:
-        front.open()
-        yield front
-
-
 def test_the_server_lists_and_serves_the_examples(comfy_server):
     templates = comfy_server.get_json("/api/workflow_templates")
     assert sorted(templates.get(PACK, [])) == sorted(NAMES), templates
@@ -107,8 +90,8 @@ def test_the_server_lists_and_serves_the_examples(comfy_server):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_api_file_is_the_description(staged, name):
-    workflow = next(w for w in build.workflows() if w.name == name)
-    assert api_file(name) == build.api_prompt(workflow, staged), "run python example_workflows/build.py"
+    workflow = next(w for w in graphs.workflows() if w.name == name)
+    assert api_file(name) == api.api_prompt(workflow, staged), REBUILD
     ui = ui_file(name)
     ui_types = {str(node["id"]): node["type"] for node in ui["nodes"]}
     assert ui_types == {str(i): node.type for node, i in zip(workflow.nodes, workflow.ids().values())}
@@ -188,7 +171,7 @@ def test_the_frontend_loads_the_workflow(frontend, staged, name, screenshot_dirs
 
     prompt = frontend.graph_to_prompt()
     expected = api_file(name)
-    differences = build.prompt_differences(build.comparable(prompt, staged), build.comparable(expected, staged))
+    differences = api.prompt_differences(api.comparable(prompt, staged), api.comparable(expected, staged))
     assert differences == [], differences
 
     errors = [str(e) for e in frontend.console[console_before:] if e.kind in ("error", "pageerror")]
@@ -244,3 +227,97 @@ def test_the_frontend_flags_a_missing_model_and_node(frontend):
     assert [m["name"] for m in state["missingModels"]] == ["not-there.ckpt"]
     assert "XDyna_NoSuchNode" in json.dumps(state["missingNodeTypes"])
     assert str(loader["id"]) in [n.split(":")[0] for n in state["nodesWithErrors"]]
+
+
+# --- what a new user sees: the missing-models panel and the zoom a template opens at ---------------------------
+
+
+def model_widget_values(workflow: dict) -> set[str]:
+    """File names in the workflow's widgets that the front-end treats as model files (its list: no .onnx)."""
+    values = set()
+    for node in workflow["nodes"]:
+        widgets = node.get("widgets_values", [])
+        values |= {v for v in (widgets.values() if isinstance(widgets, dict) else widgets) if isinstance(v, str)}
+    return {v for v in values if v.endswith((".ckpt", ".safetensors", ".bin", ".pt", ".pth", ".sft"))}
+
+
+def frontend_offers(frontend, node_type: str, widget: str, value: str) -> bool:
+    return frontend.evaluate(
+        "([type, name, value]) => LiteGraph.createNode(type).widgets.find((w) => w.name === name)"
+        ".options.values.includes(value)",
+        [node_type, widget, value],
+    )
+
+
+def refresh_models(frontend, present: bool) -> None:
+    """Reload the node definitions (the model lists) and wait until the front-end sees the change."""
+    frontend.command("Comfy.RefreshNodeDefinitions")
+    deadline = time.monotonic() + 30
+    while frontend_offers(frontend, "XDyna_LoadModel", "ckpt_name", graphs.UNET) != present:
+        assert time.monotonic() < deadline, "the front-end did not pick up the changed model folders"
+        frontend.page.wait_for_timeout(200)
+
+
+@pytest.fixture
+def models_absent(comfy_server, frontend):
+    """No model file in the server's folders (renamed to an extension ComfyUI does not list), then back."""
+    hidden = [path for path in comfy_server.models.rglob("*") if path.is_file()]
+    for path in hidden:
+        path.rename(path.with_name(path.name + ".hidden"))
+    try:
+        refresh_models(frontend, present=False)
+        yield
+    finally:
+        for path in hidden:
+            path.with_name(path.name + ".hidden").rename(path)
+        refresh_models(frontend, present=True)
+
+
+def test_without_the_models_the_frontend_names_each_files_folder_and_address(frontend, models_absent):
+    expected = {w.local_name: (w.folder, w.remote.url) for w in WEIGHTS}
+    for name in NAMES:
+        workflow = ui_file(name)
+        state = frontend.load_workflow(workflow, settle_s=1.5)
+        shown = {m["name"]: (m.get("directory"), m.get("url")) for m in state["missingModels"]}
+        assert set(shown) == model_widget_values(workflow), name
+        assert shown == {file: expected[file] for file in shown}, name
+        assert all(url.startswith("https://huggingface.co/") and "/resolve/main/" in url for _, url in shown.values())
+
+
+def open_template(frontend, name: str) -> None:
+    """Open a template as a user does: Templates, the pack's category, the card."""
+    frontend.evaluate("() => app.graph.clear()")
+    frontend.command("Comfy.BrowseTemplates")
+    dialog = frontend.page.get_by_role("dialog")
+    dialog.get_by_text(PACK, exact=True).first.click()
+    frontend.page.wait_for_timeout(500)  # the card grid re-renders for the category
+    dialog.get_by_text(name, exact=True).first.click()
+    dialog.wait_for(state="detached", timeout=30_000)
+
+
+VIEW_JS = """() => {
+    app.canvas.draw(true, true);  // as the next frame would: low_quality is set while drawing
+    const note = app.graph._nodes.find((n) => n.type === 'MarkdownNote');
+    const [x, y, w, h] = app.canvas.visible_area, [nx, ny, nw, nh] = note.boundingRect;
+    return {scale: app.canvas.ds.scale, lowQuality: app.canvas.low_quality, nodes: app.graph._nodes.length,
+            noteInView: nx >= x && ny >= y && nx + nw <= x + w && ny + Math.min(nh, 300) <= y + h};
+}"""
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_template_opens_where_its_text_is_drawn(frontend, staged, name):
+    """The template browser fits a whole graph into view (about 35% here, no text drawn); the examples open on
+    their read-me and inputs at a readable zoom instead, and a dropped file opens the same way."""
+    workflow = ui_file(name)
+    assert workflow["extra"][VIEW_KEY]["scale"] >= 0.6
+    open_template(frontend, name)
+    deadline = time.monotonic() + 10
+    while (view := frontend.evaluate(VIEW_JS))["nodes"] != len(workflow["nodes"]) or view["scale"] < 0.6:
+        if time.monotonic() > deadline:
+            break
+        frontend.page.wait_for_timeout(100)
+    assert view["nodes"] == len(workflow["nodes"])
+    assert view["scale"] >= 0.6 and not view["lowQuality"] and view["noteInView"], view
+    frontend.load_workflow(workflow, settle_s=0.5)  # dropped onto the canvas: the saved view
+    dropped = frontend.evaluate(VIEW_JS)
+    assert dropped["scale"] == pytest.approx(workflow["extra"]["ds"]["scale"]) and dropped["noteInView"], dropped

@@ -6,12 +6,21 @@
 //    which. The check runs when a workflow is loaded and whenever one of those widgets changes.
 // 2. Frame count. X-Dyna Temporal Sampler and X-Dyna Initial Latent take the frame count from `pose_images`
 //    when it is connected; their `frames` widget is then greyed out and relabelled, since it is ignored.
+// 3. Check Weights report. The node returns its report as UI text, which the front-end draws only on its own
+//    text-preview nodes; here a read-only text box on the node shows it after each run.
+// 4. Example workflows open readable. The template browser fits the whole graph into view (about 35% for
+//    these graphs, where LiteGraph draws no text); a workflow that names a view in `extra.xdyna_view`
+//    (the pack's examples) is shown there instead when it is opened as a template: the read-me and the
+//    inputs at a zoom where text is drawn. Dropped or reopened workflows keep their own saved view.
 import { app } from "../../../scripts/app.js";
 
 const EXTENSION = "xdyna.helpers";
 const SIZED_NODES = ["XDyna_LoadReference", "XDyna_RenderPose", "XDyna_FaceCropper"];
 const FRAME_NODES = ["XDyna_TemporalSampler", "XDyna_InitLatent"];
 const SIZE_BADGE_KEY = "xdynaSizeBadge";
+const REPORT_NODE = "XDyna_CheckWeights";
+const REPORT_WIDGET = "weights_report";
+const VIEW_KEY = "xdyna_view";
 
 function widget(node, name) {
   return node.widgets?.find((w) => w.name === name);
@@ -84,10 +93,83 @@ function updateFramesWidget(node) {
   node.setDirtyCanvas?.(true, true);
 }
 
+function addReportWidget(node) {
+  const box = document.createElement("textarea");
+  box.readOnly = true;
+  box.spellcheck = false;
+  box.placeholder = "Queue this node: the report of which weights are present appears here.";
+  box.className = "xdyna-weights-report";
+  Object.assign(box.style, { fontFamily: "monospace", fontSize: "11px", whiteSpace: "pre", resize: "none" });
+  const report = node.addDOMWidget(REPORT_WIDGET, "xdyna_report", box, {
+    serialize: false,
+    hideOnZoom: false,
+    getValue: () => box.value,
+    setValue: (value) => {
+      box.value = typeof value === "string" ? value : "";
+    },
+    getMinHeight: () => 140,
+  });
+  report.serialize = false;
+  node.setSize([Math.max(node.size[0], 560), Math.max(node.size[1], 260)]);
+}
+
+function showReport(node, output) {
+  const report = widget(node, REPORT_WIDGET);
+  const text = output?.text;
+  if (!report || text == null) return;
+  report.value = Array.isArray(text) ? text.join("\n") : String(text);
+  node.setDirtyCanvas?.(true, true);
+}
+
+// The view an example workflow asks for: `scale`, and the canvas point to put at the top left of the canvas.
+function applyWorkflowView(graphData) {
+  const view = graphData?.extra?.[VIEW_KEY];
+  const ds = app.canvas?.ds;
+  if (!view || !ds || !Number.isFinite(view.scale) || !Array.isArray(view.top_left)) return;
+  ds.scale = view.scale;
+  ds.offset = [-view.top_left[0], -view.top_left[1]];
+  app.canvas.setDirty(true, true);
+}
+
 app.registerExtension({
   name: EXTENSION,
 
+  setup() {
+    // The template browser calls app.loadGraphData(graph, clean, restore, name, {openSource: "template"}) and
+    // then fits the graph into view; the example's own view is applied after that.
+    const loadGraphData = app.loadGraphData;
+    app.loadGraphData = async function (graphData, clean, restoreView, name, options, ...rest) {
+      const result = await loadGraphData.call(this, graphData, clean, restoreView, name, options, ...rest);
+      if (options?.openSource === "template" && graphData?.extra?.[VIEW_KEY]) {
+        applyWorkflowView(graphData);
+        requestAnimationFrame(() => applyWorkflowView(graphData)); // after a fit the front-end defers
+      }
+      return result;
+    };
+  },
+
+  onNodeOutputsUpdated(outputs) {
+    for (const [id, output] of Object.entries(outputs ?? {})) {
+      const node = app.graph?.getNodeById?.(id);
+      if ((node?.comfyClass ?? node?.type) === REPORT_NODE) showReport(node, output);
+    }
+  },
+
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name === REPORT_NODE) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function (...args) {
+        const result = onNodeCreated?.apply(this, args);
+        addReportWidget(this);
+        return result;
+      };
+      const onExecuted = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (output) {
+        const result = onExecuted?.apply(this, [output]);
+        showReport(this, output);
+        return result;
+      };
+    }
     if (FRAME_NODES.includes(nodeData.name)) {
       const onConnectionsChange = nodeType.prototype.onConnectionsChange;
       nodeType.prototype.onConnectionsChange = function (...args) {

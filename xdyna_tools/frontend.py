@@ -1,5 +1,7 @@
 """Drive ComfyUI's real front-end in headless Chromium: load workflows, read its error state, take screenshots.
 
+Used by the example-workflow build (`xdyna_tools.examples`) and the host tests' front-end checks.
+
 The browser is Debian's Chromium (`/usr/bin/chromium`), driven by Playwright's Python client (its wheel
 carries the driver; no browser is downloaded). It is started with the flags this machine needs (no sandbox as
 root, no GPU, no background network) and a new empty profile. Every request that leaves loopback is
