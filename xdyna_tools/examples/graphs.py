@@ -85,7 +85,7 @@ with `download_missing` on); sources and licences are in the pack's README.
 
 SETTINGS_NOTE = f"""\
 **Settings as released**: {WIDTH}×{HEIGHT} (keep width and height equal on every node that has them),
-DDIM with `ddim_uniform`, 25 steps, cfg 7.5, windows of 16 frames overlapping by 4, empty prompts, output at
+DDIM on the released timesteps (scheduler `xdyna_ddim`), 25 steps, cfg 7.5, windows of 16 frames overlapping by 4, empty prompts, output at
 {FPS:g} fps. The output length is the number of driving frames.
 """
 
@@ -190,7 +190,7 @@ def pose_nodes(with_face: bool) -> list[Node]:
             "XDyna_RenderPose",
             "pose",
             column=2,
-            widgets=size,
+            widgets={**size, "image_frames": 8},
             links={"pose_keypoint": ("retarget", "pose_keypoint")},
         ),
     ]
@@ -302,7 +302,7 @@ def model_nodes(with_face: bool) -> list[Node]:
         "positive": ("positive", "CONDITIONING"),
         "negative": ("negative", "CONDITIONING"),
         "pose_controlnet": ("pose_cn", "CONTROL_NET"),
-        "pose_images": ("render", "pose_image"),
+        "pose_images": ("render", "pose_frames"),
     }
     if with_face:
         nodes.append(
@@ -330,7 +330,7 @@ def output_nodes(prefix: str) -> list[Node]:
                 "steps": 25,
                 "cfg": 7.5,
                 "sampler_name": "ddim",
-                "scheduler": "ddim_uniform",
+                "scheduler": "xdyna_ddim",
                 "window_length": 16,
                 "window_overlap": 4,
             },
@@ -339,7 +339,7 @@ def output_nodes(prefix: str) -> list[Node]:
                 "positive": ("controls", "positive"),
                 "negative": ("controls", "negative"),
                 "reference": ("load_reference", "reference"),
-                "pose_images": ("render", "pose_image"),
+                "pose_images": ("render", "pose_frames"),
             },
         ),
         Node("decode", "VAEDecode", "sample", links={"samples": ("sampler", "LATENT"), "vae": ("sd15", "VAE")}),
