@@ -52,7 +52,7 @@ def build(host: ComfyHost, layout: UNetLayout, height: int, width: int, precisio
     # on a GPU ComfyUI decides for itself; on the CPU it is made to answer as a GPU computing in `compute` would
     with nullcontext() if torch.cuda.is_available() else device_computes_in(compute):
         tiny = tiny_xdyna(host, seed=0, layout=layout, residual_gain=0.1, output_gain=0.1, precision=precision)
-        glue = pack(host, "nodes.comfy_glue")
+        glue = pack(host, "xdyna_comfy.loaders")
         pose = face = None
         if controlnets:
             pose = glue.build_sd15_controlnet(controlnet_state_dict(layout, 3, seed=1), precision)

@@ -9,7 +9,7 @@ import importlib
 
 from comfy_api.latest import ComfyExtension, io
 
-from .comfy_glue import register_model_folders
+from ..xdyna_comfy.folders import register_model_folders
 
 STAGES = (
     "preprocess",

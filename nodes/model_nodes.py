@@ -8,20 +8,20 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
-from ..xdyna_core.checkpoints import UNetShapeConfig, load_xdyna_unet
-from ..xdyna_core.components import XDynaComponents
-from ..xdyna_core.image_prep import CROP_ANCHORS, fit_to_size
-from ..xdyna_core.ip_adapter import load_ip_adapter_plus
-from ..xdyna_core.reference import XDynaReference
-from . import comfy_glue
-from .context_patch import ContextOptions
-from .model_patch import (
+from ..xdyna_comfy import folders, loaders
+from ..xdyna_comfy.context_windows import ContextOptions
+from ..xdyna_comfy.model_patch import (
     TRANSFORMER_PREFIXES,
     XDynaPatch,
     _transformer_block,
     build_components,
     components_model_patcher,
 )
+from ..xdyna_core.checkpoints import UNetShapeConfig, load_xdyna_unet
+from ..xdyna_core.components import XDynaComponents
+from ..xdyna_core.image_prep import CROP_ANCHORS, fit_to_size
+from ..xdyna_core.ip_adapter import load_ip_adapter_plus
+from ..xdyna_core.reference import XDynaReference
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
@@ -56,12 +56,12 @@ class XDynaLoadModel(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "ckpt_name",
-                    options=comfy_glue.model_files(comfy_glue.XDYNA_FOLDER),
+                    options=folders.model_files(folders.XDYNA_FOLDER),
                     tooltip="unet-checkpoint-epoch-5.ckpt (or its .safetensors conversion) in models/xdyna.",
                 ),
                 io.Combo.Input(
                     "precision",
-                    options=list(comfy_glue.PRECISIONS),
+                    options=list(loaders.PRECISIONS),
                     default="auto",
                     tooltip="Weight precision. auto lets ComfyUI choose for your device (fp16 on most GPUs).",
                 ),
@@ -71,9 +71,9 @@ class XDynaLoadModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name: str, precision: str) -> io.NodeOutput:
-        path = comfy_glue.model_path(comfy_glue.XDYNA_FOLDER, ckpt_name)
+        path = folders.model_path(folders.XDYNA_FOLDER, ckpt_name)
         parts = load_xdyna_unet(path)
-        model = comfy_glue.build_sd15_model(parts.unet, precision)
+        model = loaders.build_sd15_model(parts.unet, precision)
         # Stored like the UNet's weights; ComfyUI's casting layers compute them in the UNet's compute dtype.
         dtype = model.model_dtype()
         components = build_components(parts, dtype)
@@ -99,7 +99,7 @@ class XDynaLoadReference(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-H/14, the IP-Adapter image encoder."),
                 io.Combo.Input(
                     "ip_adapter",
-                    options=comfy_glue.model_files(comfy_glue.IPADAPTER_FOLDER),
+                    options=folders.model_files(folders.IPADAPTER_FOLDER),
                     tooltip="ip-adapter-plus_sd15.bin (or .safetensors) in models/ipadapter.",
                 ),
                 *generation_size_inputs(
@@ -124,10 +124,10 @@ class XDynaLoadReference(io.ComfyNode):
         image = image[:1, :, :, :3]
         fitted, _ = fit_to_size(image, width, height, anchor=crop)
         latent = vae.encode(fitted)
-        resampler = load_ip_adapter_plus(comfy_glue.model_path(comfy_glue.IPADAPTER_FOLDER, ip_adapter))
+        resampler = load_ip_adapter_plus(folders.model_path(folders.IPADAPTER_FOLDER, ip_adapter))
         # The CLIP input is the raw reference (shortest side 224, centre crop), as released.
         features = clip_vision.encode_image(image, crop=True)["penultimate_hidden_states"]
-        uncond_features = comfy_glue.clip_vision_penultimate_of_zeros(clip_vision)
+        uncond_features = loaders.clip_vision_penultimate_of_zeros(clip_vision)
         with torch.inference_mode():
             tokens = resampler(features.float().cpu())
             uncond_tokens = resampler(uncond_features.float().cpu())

@@ -12,6 +12,7 @@ import os
 import torch
 from comfy_api.latest import io
 
+from ..xdyna_comfy import folders, runtime
 from ..xdyna_core.pose.bounds import frame_inside
 from ..xdyna_core.pose.dwpose import DETECTOR_FILE, ESTIMATOR_FILE, DWPose, locate_model_files
 from ..xdyna_core.pose.dwpose_detector import SCORE_THRESHOLD
@@ -26,7 +27,6 @@ from ..xdyna_core.pose.onnx_runtime import (
     import_onnxruntime,
 )
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
-from . import comfy_glue
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .pose_nodes import content_area_input, content_of
 from .types import PoseKeypoint
@@ -38,7 +38,7 @@ ONNX_WORKSPACE_BYTES = 1 << 30
 
 def model_choices(default: str) -> list[str]:
     """The released file first (downloaded on first use if absent), then every other .onnx in the folders."""
-    return [default] + sorted(n for n in comfy_glue.dwpose_model_files() if n != default)
+    return [default] + sorted(n for n in folders.dwpose_model_files() if n != default)
 
 
 def provider_choices() -> list[str]:
@@ -158,13 +158,13 @@ class XDynaDWPoseExtractor(io.ComfyNode):
         image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
         import_onnxruntime()  # before a download of several hundred MB that could not be used
-        folders = comfy_glue.dwpose_folders()
-        detector_path, estimator_path = locate_model_files(detector, pose_model, folders)
+        search = folders.dwpose_folders()
+        detector_path, estimator_path = locate_model_files(detector, pose_model, search)
         if choose_providers(provider)[0] in GPU_MEMORY_PROVIDERS:
             weights = os.path.getsize(detector_path) + os.path.getsize(estimator_path)
-            comfy_glue.free_gpu_memory_for(2 * weights + ONNX_WORKSPACE_BYTES)
+            runtime.free_gpu_memory_for(2 * weights + ONNX_WORKSPACE_BYTES)
         dwpose = DWPose.load(
-            detector_path, estimator_path, provider, comfy_glue.onnx_device_id(), score_threshold=detection_threshold
+            detector_path, estimator_path, provider, runtime.onnx_device_id(), score_threshold=detection_threshold
         )
         total, height, width = image.shape[0], image.shape[1], image.shape[2]
         people = dwpose(
@@ -173,7 +173,7 @@ class XDynaDWPoseExtractor(io.ComfyNode):
             person_index=person_index,
             missing=missing_person,
             batch_size=batch_size,
-            on_progress=comfy_glue.frame_progress(total),
+            on_progress=runtime.frame_progress(total),
         )
         del dwpose
         content = content_of(image, content_area)

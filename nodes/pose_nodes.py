@@ -7,11 +7,11 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..xdyna_comfy import runtime
 from ..xdyna_core.pose.bounds import content_box, person_inside
 from ..xdyna_core.pose.keypoints import PoseFrame, frames_from_pose_keypoint, frames_to_pose_keypoint
 from ..xdyna_core.pose.mediapipe_backend import DEFAULT_HAND_GAP, DEFAULT_HAND_PRESENCE, detect_people
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
-from . import comfy_glue
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .preprocess import (
     check_generation_size,
@@ -238,7 +238,7 @@ class XDynaMediaPipePose(io.ComfyNode):
             video=video,
             min_visibility=min_visibility,
             face=face,
-            on_frame=comfy_glue.frame_progress(total),
+            on_frame=runtime.frame_progress(total),
             total=total,
             hand_presence=hand_presence,
             content=content,

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import comfy.controlnet
-import comfy.sample
-import comfy.samplers
-import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ..xdyna_comfy import folders, loaders
+from ..xdyna_comfy.context_windows import ContextOptions
+from ..xdyna_comfy.controlnets import XDynaControlNet, check_controlnet, normalisation_ranges
+from ..xdyna_comfy.sampling import XDYNA_SCHEDULER, sample_video, sampler_names, scheduler_names
+from ..xdyna_comfy.sigmas import released_sigmas
 from ..xdyna_core.checkpoints import load_state_dict_file
 from ..xdyna_core.hints import HintFrames, TensorHintFrames
 from ..xdyna_core.latents import initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
-from ..xdyna_core.schedule import MAX_STEPS, sampling_timesteps
+from ..xdyna_core.schedule import MAX_STEPS
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
-from . import comfy_glue
-from .context_patch import ContextOptions
-from .controlnet_patch import XDynaControlNet, normalisation_ranges
 from .types import FaceCondition, PoseFrames, XDynaReferenceType
 
 CATEGORY = "X-Dyna"
 SD15_LATENT_SCALE = 0.18215
 MAX_FRAMES = 4096
-XDYNA_SCHEDULER = "xdyna_ddim"  # the released DDIM timesteps (xdyna_core/schedule.py)
 
 
 # --- ControlNets --------------------------------------------------------------------------------------------
@@ -43,38 +40,19 @@ class XDynaLoadControlNet(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "control_net_name",
-                    options=comfy_glue.model_files("controlnet"),
+                    options=folders.model_files("controlnet"),
                     tooltip="controlnet-checkpoint-epoch-5.ckpt (pose) or controlnet-face-checkpoint-epoch-2.ckpt "
                     "(S-Face) in models/controlnet.",
                 ),
-                io.Combo.Input("precision", options=list(comfy_glue.PRECISIONS), default="auto"),
+                io.Combo.Input("precision", options=list(loaders.PRECISIONS), default="auto"),
             ],
             outputs=[io.ControlNet.Output()],
         )
 
     @classmethod
     def execute(cls, control_net_name: str, precision: str) -> io.NodeOutput:
-        path = comfy_glue.model_path("controlnet", control_net_name)
-        return io.NodeOutput(comfy_glue.build_sd15_controlnet(load_state_dict_file(path), precision))
-
-
-def check_controlnet(control_net, name: str, hint_channels: int) -> None:
-    """Pose ControlNets take a 3-channel hint and S-Face ControlNets a 6-channel one; say so when they do not."""
-    model = getattr(control_net, "control_model", None)
-    hint_block = getattr(model, "input_hint_block", None)
-    if hint_block is None:
-        raise ValueError(
-            f"the {name} is a {type(control_net).__name__}, not an SD1.5 ControlNet; load X-Dyna's "
-            f"{'controlnet-checkpoint-epoch-5.ckpt' if hint_channels == 3 else 'controlnet-face-checkpoint-epoch-2.ckpt'}"
-            f" with Load ControlNet Model"
-        )
-    found = hint_block[0].weight.shape[1]
-    if found != hint_channels:
-        other = "S-Face (6-channel)" if found == 6 else f"{found}-channel"
-        raise ValueError(
-            f"the {name} takes {found}-channel hints but needs {hint_channels}: it looks like a {other} "
-            f"ControlNet; connect the pose ControlNet to pose_controlnet and the S-Face one to face_controlnet"
-        )
+        path = folders.model_path("controlnet", control_net_name)
+        return io.NodeOutput(loaders.build_sd15_controlnet(load_state_dict_file(path), precision))
 
 
 def apply_controlnet(positive, negative, control_net, hints: HintFrames, strength, start, end, name, normalize):
@@ -244,24 +222,6 @@ def xdyna_initial_latent(reference: XDynaReference, frames: int, seed: int) -> d
     return {"samples": latent.contiguous()}
 
 
-def released_sigmas(model, steps: int, denoise: float = 1.0, sampler_name: str | None = None) -> torch.Tensor:
-    """The released DDIM timesteps for `steps` steps at `denoise`, as the model's sigmas, ending in 0.
-
-    For the samplers that ComfyUI runs on one more step and then drops the penultimate sigma (dpm_2, uni_pc,
-    ...), the same is done here, as core's KSampler does for its own schedulers.
-    """
-    discard_penultimate = sampler_name in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS
-    timesteps = sampling_timesteps(steps + discard_penultimate, denoise)
-    if not timesteps:
-        return torch.zeros(0)
-    model_sampling = model.get_model_object("model_sampling")
-    sigmas = model_sampling.sigma(torch.tensor(timesteps, dtype=torch.float32)).float().cpu()
-    sigmas = torch.cat([sigmas, torch.zeros(1)])
-    if discard_penultimate:
-        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    return sigmas
-
-
 class XDynaScheduler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -366,10 +326,10 @@ class XDynaTemporalSampler(io.ComfyNode):
                 ),
                 io.Int.Input("steps", default=25, min=1, max=MAX_STEPS, tooltip="Sampling steps (25 as released)."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="ddim"),
+                io.Combo.Input("sampler_name", options=sampler_names(), default="ddim"),
                 io.Combo.Input(
                     "scheduler",
-                    options=[XDYNA_SCHEDULER, *comfy.samplers.KSampler.SCHEDULERS],
+                    options=scheduler_names(),
                     default=XDYNA_SCHEDULER,
                     tooltip="xdyna_ddim: the released DDIM timesteps for any step count. The others are "
                     "ComfyUI's schedulers as they are (its ddim_uniform equals the release only when the steps "
@@ -421,28 +381,10 @@ class XDynaTemporalSampler(io.ComfyNode):
         pose_images=None,
     ) -> io.NodeOutput:
         count = frame_count(frames, pose_images)
-        options = ContextOptions(window_length, window_overlap, schedule, seed)
-        windowed = model.clone()
-        options.apply_to(windowed)
         latent = xdyna_initial_latent(reference, count, seed)["samples"]
-        noise = comfy.sample.prepare_noise(latent, seed)
-        callback = latent_preview.prepare_callback(windowed, steps)
-        sigmas = released_sigmas(windowed, steps, denoise, sampler_name) if scheduler == XDYNA_SCHEDULER else None
-        samples = comfy.sample.sample(
-            windowed,
-            noise,
-            steps,
-            cfg,
-            sampler_name,
-            comfy.samplers.KSampler.SCHEDULERS[0] if scheduler == XDYNA_SCHEDULER else scheduler,
-            positive,
-            negative,
-            latent,
-            denoise=denoise,
-            sigmas=sigmas,
-            callback=callback,
-            seed=seed,
-        )
+        windows = ContextOptions(window_length, window_overlap, schedule, seed)
+        args = (seed, steps, cfg, sampler_name, scheduler, denoise, windows)
+        samples = sample_video(model, positive, negative, latent, *args)
         return io.NodeOutput({"samples": samples})
 
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
+from ..xdyna_comfy import folders, runtime
 from ..xdyna_core.weights_check import ComfyFolders, check, download, format_report
-from . import comfy_glue
 
 CATEGORY = "X-Dyna"
 
 
 def comfy_model_folders() -> ComfyFolders:
     """ComfyUI's model folders with the pack's own (models/xdyna, ipadapter, xdyna/dwpose) registered."""
-    comfy_glue.register_model_folders()
-    return ComfyFolders(comfy_glue.folder_paths)
+    folders.register_model_folders()
+    return ComfyFolders(folders.folder_paths)
 
 
 class XDynaCheckWeights(io.ComfyNode):
@@ -56,7 +56,7 @@ class XDynaCheckWeights(io.ComfyNode):
     def execute(cls, download_missing: bool) -> io.NodeOutput:
         folders = comfy_model_folders()
         if download_missing:
-            statuses = download(folders, on_file=comfy_glue.frame_progress(1))
+            statuses = download(folders, on_file=runtime.frame_progress(1))
         else:
             statuses = check(folders)
         report = format_report(statuses)

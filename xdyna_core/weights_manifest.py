@@ -86,7 +86,7 @@ WEIGHTS: tuple[WeightFile, ...] = (
     ),
 )  # fmt: skip
 
-# Where each folder lies under ComfyUI's models/ when nothing else is configured (nodes/comfy_glue.py registers
+# Where each folder lies under ComfyUI's models/ when nothing else is configured (xdyna_comfy/folders.py registers
 # xdyna, ipadapter and xdyna_dwpose the same way; the others are ComfyUI's own).
 FOLDER_DEFAULTS = {
     "xdyna": "xdyna",

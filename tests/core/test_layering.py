@@ -1,4 +1,4 @@
-"""The import arrows point one way: nodes → xdyna_core, tools → xdyna_core; nothing shipped imports the tests.
+"""The import arrows point one way: nodes → xdyna_comfy → xdyna_core, tools → xdyna_core; nothing shipped imports the tests.
 
 `nodes/` is loaded by ComfyUI as part of the pack; `xdyna_tools/` is the command-line tools (run on their
 own, even on machines without ComfyUI). What the node needs from the weights logic lives in `xdyna_core`.
@@ -30,7 +30,9 @@ def imported_modules(path) -> set[str]:
 @pytest.mark.parametrize(
     ("folder", "forbidden"),
     [
-        ("nodes", ("xdyna_tools", "tests")),
+        # nodes are schemas and calls: everything that touches ComfyUI's internals is in xdyna_comfy
+        ("nodes", ("xdyna_tools", "tests", "comfy", "folder_paths", "latent_preview", "comfy_extras", "execution")),
+        ("xdyna_comfy", ("nodes", "xdyna_tools", "tests", "comfy_api")),
         ("xdyna_core", ("xdyna_tools", "nodes", "tests", "comfy", "comfy_api", "folder_paths")),
         ("xdyna_tools", ("nodes", "tests", "comfy", "comfy_api")),
     ],

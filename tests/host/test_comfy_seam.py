@@ -16,7 +16,7 @@ H, W, T_INDEX = 4, 6, 500
 
 @pytest.fixture(scope="module")
 def tiny(comfy_host):
-    TinyControlNet.glue = pack(comfy_host, "nodes.comfy_glue")
+    TinyControlNet.glue = pack(comfy_host, "xdyna_comfy.loaders")
     return tiny_xdyna(comfy_host, seed=21)
 
 
@@ -189,7 +189,7 @@ def test_hints_are_min_max_normalised_per_stream_over_the_clip(comfy_host, tiny,
 
 def test_joint_norm_frames_are_per_thread(comfy_host):
     """Two device threads evaluating windows of different lengths at once each normalise over their own frames."""
-    model_patch = pack(comfy_host, "nodes.model_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
     joint = pack(comfy_host, "xdyna_core.group_norm").joint_group_norm
     norm = torch.nn.GroupNorm(2, 4)
     stack = model_patch.joint_norm_stack(torch.nn.Sequential(norm, torch.nn.SiLU()))
@@ -257,7 +257,7 @@ def test_core_context_windows_give_each_window_its_own_hint_frames(comfy_host, t
         pose_controlnet=control,
         pose_images=hint.contiguous(),
     ).args
-    controlnet = pack(comfy_host, "nodes.controlnet_patch").XDynaControlNet
+    controlnet = pack(comfy_host, "xdyna_comfy.controlnets").XDynaControlNet
     seen, current = [], []
     real_control, real_hints = controlnet.get_control, controlnet._hints
 

@@ -21,7 +21,7 @@ H, W, STEPS = 4, 6, 3
 
 @pytest.fixture(scope="module")
 def setup(comfy_host):
-    TinyControlNet.glue = pack(comfy_host, "nodes.comfy_glue")
+    TinyControlNet.glue = pack(comfy_host, "xdyna_comfy.loaders")
     tiny = tiny_xdyna(comfy_host, seed=13, residual_gain=0.1, output_gain=0.1)
     reference = random_reference(comfy_host, TINY_UNET, H, W, seed=3)
     model = (
@@ -112,7 +112,7 @@ def test_the_released_schedule_would_evaluate_every_window_frame_of_both_branche
 
 
 def test_cache_holds_only_frames_still_needed_and_spills_past_its_budget(comfy_host, setup, monkeypatch, caplog):
-    controlnet_patch = pack(comfy_host, "nodes.controlnet_patch")
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
     sizes = []
     real_keep = controlnet_patch.XDynaControlNet._keep
 

@@ -13,7 +13,7 @@ from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
 
 @pytest.fixture(scope="module")
 def glue(comfy_host):
-    module = pack(comfy_host, "nodes.comfy_glue")
+    module = pack(comfy_host, "xdyna_comfy.loaders")
     TinyControlNet.glue = module
     comfy_host.nodes.NODE_CLASS_MAPPINGS.update(SUPPORT_NODES)
     return module
@@ -89,8 +89,9 @@ def test_hint_frames_must_match_the_video(comfy_host, glue):
     import comfy.sample
 
     tiny = tiny_xdyna(comfy_host, seed=4)
-    model_patch = pack(comfy_host, "nodes.model_patch")
-    context_patch = pack(comfy_host, "nodes.context_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
+    context_patch = pack(comfy_host, "xdyna_comfy.context_windows")
+    controlnets = pack(comfy_host, "xdyna_comfy.controlnets")
     model = tiny.model.clone()
     model_patch.XDynaPatch(tiny.weights.components, random_reference(comfy_host, TINY_UNET, 4, 6, 0)).apply_to(
         model, tiny.weights.patcher
@@ -100,7 +101,7 @@ def test_hint_frames_must_match_the_video(comfy_host, glue):
         comfy_host, pose_controlnet=TinyControlNet().load(0, 3)[0], pose_images=torch.rand(3, 32, 48, 3)
     )
     latent = torch.zeros(5, 4, 4, 6)
-    with pytest.raises(context_patch.FrameCountError, match="pose ControlNet hint has 3 frames but the video has 5"):
+    with pytest.raises(controlnets.FrameCountError, match="pose ControlNet hint has 3 frames but the video has 5"):
         comfy.sample.sample(
             model, torch.randn(latent.shape), 1, 7.5, "ddim", "ddim_uniform", positive, negative, latent, seed=0
         )

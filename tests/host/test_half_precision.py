@@ -40,7 +40,7 @@ def tier(request, comfy_host):
 
 def patched(comfy_host, tiny, reference):
     model = tiny.model.clone()
-    model_patch = pack(comfy_host, "nodes.model_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
     model_patch.XDynaPatch(tiny.weights.components, reference).apply_to(model, tiny.weights.patcher)
     return model
 

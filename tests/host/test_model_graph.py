@@ -202,7 +202,7 @@ def sample(model, frames=3, seed=0, callback=None, steps=3):
 
 
 def patch(comfy_host, tiny, model, seed=1):
-    model_patch = pack(comfy_host, "nodes.model_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
     patched = model.clone()
     reference = random_reference(comfy_host, TINY_UNET, 4, 6, seed=seed)
     model_patch.XDynaPatch(tiny.weights.components, reference).apply_to(patched, tiny.weights.patcher)
@@ -250,7 +250,7 @@ def test_other_packs_attention_patches_still_run(comfy_host, tiny):
 
 def test_more_frames_than_the_motion_modules_take_is_a_clear_error(comfy_host, tiny):
     """Without context windows (e.g. another pack's sampler), a batch of 25 frames is refused with a clear message."""
-    model_patch = pack(comfy_host, "nodes.model_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
     with pytest.raises(model_patch.XDynaInputError, match="given 25 frames at once.*at most 24"):
         sample(patch(comfy_host, tiny, tiny.model), frames=25, steps=1)
 

@@ -30,7 +30,7 @@ def tiny(comfy_host):
 
 
 def patched_model(comfy_host, tiny, reference, parts, strength=1.0):
-    model_patch = pack(comfy_host, "nodes.model_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
     model = tiny.model.clone()
     model_patch.XDynaPatch(tiny.weights.components, reference, strength, parts=frozenset(parts)).apply_to(
         model, tiny.weights.patcher

@@ -15,7 +15,7 @@ H, W = 4, 6
 
 @pytest.fixture(scope="module")
 def setup(comfy_host):
-    TinyControlNet.glue = pack(comfy_host, "nodes.comfy_glue")
+    TinyControlNet.glue = pack(comfy_host, "xdyna_comfy.loaders")
     tiny = tiny_xdyna(comfy_host, seed=41, residual_gain=0.1, output_gain=0.1)
     reference = random_reference(comfy_host, TINY_UNET, H, W, seed=2)
     model = (
@@ -69,7 +69,7 @@ def test_released_sigmas_are_the_release_alphas_and_follow_core_samplers_convent
     import comfy.samplers
 
     model = setup[0]
-    sampling = pack(comfy_host, "nodes.sampling_nodes")
+    sampling = pack(comfy_host, "xdyna_comfy.sigmas")
     table = alphas_cumprod().double()
     for steps in (7, 25, 30):
         sigmas = sampling.released_sigmas(model, steps)
@@ -130,7 +130,7 @@ def test_interrupting_between_windows_leaves_the_next_run_identical(comfy_host, 
     import comfy.model_management
 
     fresh = sample(comfy_host, setup, frames=20)
-    context_patch = pack(comfy_host, "nodes.context_patch")
+    context_patch = pack(comfy_host, "xdyna_comfy.context_windows")
     calls = {"windows": 0}
     original = context_patch.model_management.throw_exception_if_processing_interrupted
 

@@ -33,7 +33,7 @@ POSE_SEED, FACE_SEED = 8, 9
 
 @pytest.fixture(scope="module")
 def setup(comfy_host):
-    TinyControlNet.glue = pack(comfy_host, "nodes.comfy_glue")
+    TinyControlNet.glue = pack(comfy_host, "xdyna_comfy.loaders")
     # Trained-like gains: full-gain random adapter/motion residuals compound into activations whose 3-step
     # trajectories fp32 cannot pin to 1e-4 in either implementation (each part is shown to matter at full gain
     # in test_model_parity.py).

@@ -17,7 +17,7 @@ SD15_LATENT_SCALE = 0.18215
 
 
 def pack(comfy_host, module: str) -> ModuleType:
-    """A module of the pack as ComfyUI loaded it (e.g. `nodes.model_patch`)."""
+    """A module of the pack as ComfyUI loaded it (e.g. `xdyna_comfy.model_patch`)."""
     return importlib.import_module(f"{comfy_host.pack_module}.{module}")
 
 
@@ -50,9 +50,9 @@ def tiny_xdyna(
     if output_gain != 1.0:
         sd = {k: v * output_gain if k.startswith("conv_out.") else v for k, v in sd.items()}
     checkpoints = pack(comfy_host, "xdyna_core.checkpoints")
-    glue = pack(comfy_host, "nodes.comfy_glue")
+    glue = pack(comfy_host, "xdyna_comfy.loaders")
     model_nodes = pack(comfy_host, "nodes.model_nodes")
-    model_patch = pack(comfy_host, "nodes.model_patch")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
     parts = checkpoints.split_xdyna_unet(sd, "tiny.ckpt")
     model = glue.build_sd15_model(parts.unet, precision)
     components = model_patch.build_components(parts, model.model_dtype())

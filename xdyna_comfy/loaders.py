@@ -1,46 +1,17 @@
-"""The one place that touches ComfyUI internals (folder_paths, and later ModelPatcher, model_management)."""
+"""X-Dyna's weights as ComfyUI objects: the SD1.5 UNet as a MODEL, the ControlNets as core ControlNets.
+
+Dtype selection, manual casting and device placement follow ComfyUI's own loaders, so the memory manager
+treats these like models it loaded itself. Configs are read from the tensors' shapes (core recognises the
+diffusers layouts only at the real SD1.5 sizes), so tiny test weights in the official layouts load the same way.
+"""
 
 from __future__ import annotations
-
-import os
 
 import comfy.model_patcher
 import comfy.supported_models
 import comfy.utils
-import folder_paths
 import torch
 from comfy import model_management
-
-XDYNA_FOLDER = "xdyna"
-IPADAPTER_FOLDER = "ipadapter"  # the folder name IP-Adapter packs use, so one copy of the file serves both
-
-
-def register_model_folders() -> None:
-    """Register `models/xdyna` (X-Dyna UNet checkpoints) and `models/ipadapter` with ComfyUI, idempotently.
-
-    Paths added by `extra_model_paths.yaml` under the same names are kept; ours are appended after them.
-    """
-    for name in (XDYNA_FOLDER, IPADAPTER_FOLDER):
-        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
-        paths, extensions = folder_paths.folder_names_and_paths[name]
-        folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | set(folder_paths.supported_pt_extensions))
-    register_dwpose_folder()
-
-
-def model_files(folder: str) -> list[str]:
-    return folder_paths.get_filename_list(folder)
-
-
-def model_path(folder: str, name: str) -> str:
-    """The full path of a model file, or an error naming the file and the folders searched."""
-    path = folder_paths.get_full_path(folder, name)
-    if path is None:
-        searched = ", ".join(folder_paths.get_folder_paths(folder))
-        raise FileNotFoundError(f"model file {name!r} not found in the {folder!r} folders ({searched}); put it there")
-    return path
-
-
-# --- the SD1.5 UNet of an X-Dyna checkpoint as a ComfyUI MODEL -------------------------------------------
 
 # AnimateDiff's schedule, which X-Dyna samples with (docs/xdyna_model.md §4): betas = linspace(0.00085, 0.012, 1000).
 XDYNA_SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012}
@@ -136,66 +107,6 @@ def clip_vision_penultimate_of_zeros(clip_vision) -> torch.Tensor:
     out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
     return out[1].to(model_management.intermediate_device())
 
-
-# --- DWPose: ONNX model folder, the device onnxruntime should use, progress and interruption ---------------
-
-DWPOSE_FOLDER = "xdyna_dwpose"  # models/xdyna/dwpose; extra_model_paths.yaml may add paths under this name
-ONNX_EXTENSIONS = {".onnx"}
-
-
-def register_dwpose_folder() -> None:
-    """Register `models/xdyna/dwpose` for the DWPose ONNX files (`.onnx` only), idempotently."""
-    folder_paths.add_model_folder_path(DWPOSE_FOLDER, os.path.join(folder_paths.models_dir, "xdyna", "dwpose"))
-    paths, extensions = folder_paths.folder_names_and_paths[DWPOSE_FOLDER]
-    folder_paths.folder_names_and_paths[DWPOSE_FOLDER] = (paths, set(extensions) | ONNX_EXTENSIONS)
-
-
-def dwpose_folders() -> list[str]:
-    """Folders holding DWPose files, the download folder first (`models/xdyna/dwpose` unless configured)."""
-    if DWPOSE_FOLDER not in folder_paths.folder_names_and_paths:
-        register_dwpose_folder()
-    return list(folder_paths.get_folder_paths(DWPOSE_FOLDER))
-
-
-def dwpose_model_files() -> list[str]:
-    """The `.onnx` files in the DWPose folders, as names relative to their folder."""
-    dwpose_folders()
-    return list(folder_paths.get_filename_list(DWPOSE_FOLDER))
-
-
-def dwpose_model_path(name: str) -> str | None:
-    dwpose_folders()
-    return folder_paths.get_full_path(DWPOSE_FOLDER, name)
-
-
-def free_gpu_memory_for(nbytes: int) -> None:
-    """Ask ComfyUI's memory manager to unload models until `nbytes` are free on its device (a no-op on CPU).
-
-    onnxruntime allocates outside ComfyUI's accounting, so room is made before its sessions start.
-    """
-    device = model_management.get_torch_device()
-    if getattr(device, "type", "cpu") != "cpu":
-        model_management.free_memory(nbytes, device)
-
-
-def onnx_device_id() -> int | None:
-    """The CUDA/ROCm device index ComfyUI computes on, for onnxruntime's GPU providers (None on CPU)."""
-    device = model_management.get_torch_device()
-    return (device.index or 0) if getattr(device, "type", "cpu") == "cuda" else None
-
-
-def frame_progress(total: int):
-    """A `(done, total)` callback driving ComfyUI's progress bar that raises when the user interrupts."""
-    bar = comfy.utils.ProgressBar(total)
-
-    def report(done: int, total_: int) -> None:
-        model_management.throw_exception_if_processing_interrupted()
-        bar.update_absolute(done, total_)
-
-    return report
-
-
-# --- ControlNets in the official diffusers layout ------------------------------------------------------------
 
 _HINT_CONVS = ["controlnet_cond_embedding.conv_in", *(f"controlnet_cond_embedding.blocks.{i}" for i in range(6))]
 _HINT_CONVS.append("controlnet_cond_embedding.conv_out")

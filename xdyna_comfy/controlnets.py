@@ -339,3 +339,109 @@ def adopt_controls(conds: Mapping[str, list]) -> None:
         for cond in cond_list or []:
             if isinstance(cond, dict) and cond.get("control") is not None:
                 cond["control"] = adopt(cond["control"])
+
+
+# --- checks, once per node call or run --------------------------------------------------------------------
+
+
+class FrameCountError(ValueError):
+    """A per-frame input whose frame count disagrees with the video's."""
+
+
+class HintSizeError(ValueError):
+    """A ControlNet hint whose image size is not the video's."""
+
+
+class ControlNetMismatchError(ValueError):
+    """A ControlNet built for another UNet than the one it steers."""
+
+
+def controls_in(conds) -> list:
+    """Every distinct ControlNet object reachable from the conditioning (chains included)."""
+    found, seen = [], set()
+    for cond_list in conds:
+        for cond in cond_list or []:
+            control = cond.get("control") if isinstance(cond, dict) else None
+            while control is not None and id(control) not in seen:
+                seen.add(id(control))
+                found.append(control)
+                control = getattr(control, "previous_controlnet", None)
+    return found
+
+
+def _hint_of(control) -> torch.Tensor | None:
+    """A core ControlNet's whole-clip hint tensor `[N, C, H, W]` (None for hints held as HintFrames)."""
+    hint = getattr(control, "cond_hint_original", None)
+    return hint if isinstance(hint, torch.Tensor) and hint.ndim >= 1 else None
+
+
+def _hint_shape(control) -> tuple[int, ...] | None:
+    shape = getattr(control, "hint_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    hint = _hint_of(control)
+    return None if hint is None else tuple(hint.shape)
+
+
+def check_controls(conds, frames: int, latent_size: tuple[int, int], unet) -> None:
+    """Every ControlNet in the conditioning fits the video and the UNet; checked once, before a run starts.
+
+    A hint is one image for all frames or one per frame (core would silently cycle other counts), at the
+    video's size (core would silently resize it), and the ControlNet has the UNet's widths (core would drop its
+    residuals with a log line and sample without guidance).
+    """
+    height, width = latent_size[0] * 8, latent_size[1] * 8
+    for control in controls_in(conds):
+        name = getattr(control, "xdyna_name", None) or type(control).__name__
+        check_control_width(control, unet, name)
+        shape = _hint_shape(control)
+        if shape is None:
+            continue
+        if shape[0] not in (1, frames):
+            raise FrameCountError(
+                f"the {name} hint has {shape[0]} frames but the video has {frames}; give one hint frame per "
+                f"video frame (or a single image for all frames), or set the frame count to {shape[0]}"
+            )
+        if len(shape) >= 3 and tuple(shape[-2:]) != (height, width):
+            raise HintSizeError(
+                f"the {name} hint is {shape[-1]}x{shape[-2]} pixels but the video is {width}x{height} "
+                f"(the size of its latent, which X-Dyna Temporal Sampler takes from the reference); prepare the "
+                f"reference and render the pose/face hints at one generation size"
+            )
+
+
+def _widths(module) -> tuple[int, ...] | None:
+    channels, mult = getattr(module, "model_channels", None), getattr(module, "channel_mult", None)
+    if not isinstance(channels, int) or mult is None:
+        return None
+    return tuple(channels * m for m in mult)
+
+
+def check_control_width(control, unet, name: str) -> None:
+    """A ControlNet's block widths must be the UNet's (an SD1.5 ControlNet for the SD1.5-sized X-Dyna UNet)."""
+    theirs, ours = _widths(getattr(control, "control_model", None)), _widths(unet)
+    if theirs is not None and ours is not None and theirs != ours:
+        raise ControlNetMismatchError(
+            f"the {name} has block widths {'/'.join(map(str, theirs))} but the X-Dyna UNet has "
+            f"{'/'.join(map(str, ours))}: it was made for another model; load X-Dyna's own ControlNet "
+            f"(controlnet-checkpoint-epoch-5.ckpt for pose, controlnet-face-checkpoint-epoch-2.ckpt for S-Face)"
+        )
+
+
+def check_controlnet(control_net, name: str, hint_channels: int) -> None:
+    """Pose ControlNets take a 3-channel hint and S-Face ControlNets a 6-channel one; say so when they do not."""
+    model = getattr(control_net, "control_model", None)
+    hint_block = getattr(model, "input_hint_block", None)
+    if hint_block is None:
+        raise ValueError(
+            f"the {name} is a {type(control_net).__name__}, not an SD1.5 ControlNet; load X-Dyna's "
+            f"{'controlnet-checkpoint-epoch-5.ckpt' if hint_channels == 3 else 'controlnet-face-checkpoint-epoch-2.ckpt'}"
+            f" with Load ControlNet Model"
+        )
+    found = hint_block[0].weight.shape[1]
+    if found != hint_channels:
+        other = "S-Face (6-channel)" if found == 6 else f"{found}-channel"
+        raise ValueError(
+            f"the {name} takes {found}-channel hints but needs {hint_channels}: it looks like a {other} "
+            f"ControlNet; connect the pose ControlNet to pose_controlnet and the S-Face one to face_controlnet"
+        )

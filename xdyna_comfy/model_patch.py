@@ -45,9 +45,8 @@ from ..xdyna_core.components import XDynaComponents
 from ..xdyna_core.group_norm import joint_group_norm
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
-from .comfy_glue import XDYNA_SAMPLING_SETTINGS
-from .context_patch import check_controls
-from .controlnet_patch import adopt_controls
+from .controlnets import adopt_controls, check_controls
+from .sigmas import xdyna_model_sampling
 
 KEY = "xdyna"
 STATE = "xdyna"
@@ -480,15 +479,6 @@ def _take(kind: str, extra_options: dict):
     if hidden is None or prefix is None or index != 0:  # SD1.5 has one transformer block per spatial transformer
         return None
     return state, hidden, block, index, prefix
-
-
-class XDynaSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-    """EPS sampling with AnimateDiff's betas (sqrt_linear), which the official DDIM schedule uses (docs/xdyna_model.md §4)."""
-
-
-def xdyna_model_sampling() -> nn.Module:
-    config = type("XDynaSamplingConfig", (), {"sampling_settings": dict(XDYNA_SAMPLING_SETTINGS)})()
-    return XDynaSampling(config)
 
 
 def unet_reference_input(latent: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
