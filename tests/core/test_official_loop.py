@@ -24,7 +24,7 @@ from tests.oracles.official_loop import (
     previous_alpha_cumprod,
 )
 from tests.oracles.xdyna_unet3d import xdyna_unet3d
-from xdyna_core.latents import initial_latent, mask_generator, noise_to_timestep
+from xdyna_core.latents import initial_latent, mask_generator
 from xdyna_core.windows import static_windows
 
 H, W = 4, 6
@@ -230,7 +230,7 @@ def x_t(reference: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """The release's starting point: blur-mixed reference video noised to t = 961."""
     clean = initial_latent(reference, n, mask_generator(seed))
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
-    return noise_to_timestep(clean, noise, alphas_cumprod()[961])
+    return add_noise(clean, noise, 961)
 
 
 def control_shapes() -> tuple[list[tuple[int, int, int]], tuple[int, int, int]]:

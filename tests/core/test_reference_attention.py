@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xdyna_core.group_norm import joint_group_norm
 from xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
 
 HEADS = 4
@@ -73,24 +72,3 @@ def test_image_prompt_attention_uses_each_branch_tokens():
 def test_bad_frame_counts_are_named():
     with pytest.raises(ValueError, match="not whole branches"):
         dynamics_adapter_term(torch.zeros(5, 2, 8), 2, *(torch.nn.Identity() for _ in range(4)), heads=2)
-    with pytest.raises(ValueError, match="not whole windows"):
-        joint_group_norm(torch.zeros(5, 32, 2, 2), 2, 32, None, None, 1e-5)
-
-
-@pytest.mark.parametrize("frames", [1, 3, 17])
-def test_joint_group_norm_pools_statistics_over_the_branch(frames):
-    gen = torch.Generator().manual_seed(frames)
-    branches, c, h, w, groups, eps = 2, 64, 3, 5, 32, 1e-5
-    x = torch.randn(branches * frames, c, h, w, generator=gen) * 3 + 1
-    weight, bias = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
-    got = joint_group_norm(x, frames, groups, weight, bias, eps)
-    for b in range(branches):
-        clip = x[b * frames : (b + 1) * frames].double()  # [f, c, h, w]
-        grouped = clip.reshape(frames, groups, c // groups, h, w)
-        mean = grouped.mean(dim=(0, 2, 3, 4), keepdim=True)
-        var = grouped.var(dim=(0, 2, 3, 4), unbiased=False, keepdim=True)
-        normed = ((grouped - mean) / (var + eps).sqrt()).reshape(frames, c, h, w)
-        expected = normed * weight.double()[:, None, None] + bias.double()[:, None, None]
-        torch.testing.assert_close(got[b * frames : (b + 1) * frames].double(), expected, atol=1e-5, rtol=1e-5)
-    if frames == 1:  # one frame: plain GroupNorm
-        torch.testing.assert_close(got, torch.nn.functional.group_norm(x, groups, weight, bias, eps))
