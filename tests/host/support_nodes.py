@@ -202,7 +202,7 @@ SUPPORT_NODES = {
 GC_STRESS_ENV = "XDYNA_TEST_GC_STRESS"  # a seed: a server started with it collects garbage at random moments
 
 
-def start_gc_stress(seed: int, max_pause: float = 0.4, full_share: float = 0.3) -> threading.Thread:
+def start_gc_stress(seed: int, max_pause: float = 0.5, full_share: float = 0.15) -> threading.Thread:
     """A daemon thread forcing garbage collections at random moments, so finalizers run at arbitrary points.
 
     A full collection of a booted ComfyUI takes about half a second, so most are of the young generations
@@ -222,6 +222,20 @@ def start_gc_stress(seed: int, max_pause: float = 0.4, full_share: float = 0.3) 
 
 if os.environ.get(GC_STRESS_ENV):
     start_gc_stress(int(os.environ[GC_STRESS_ENV]))
+
+COMPUTE_ENV = "XDYNA_TEST_COMPUTE"  # fp16 or bf16: a server whose device answers as a GPU computing in it would
+
+
+def compute_like_a_gpu(dtype: str) -> None:
+    """What `xdyna_setup.device_computes_in` does in process, for a whole server (see there)."""
+    import comfy.model_management as mm
+
+    mm.should_use_fp16 = lambda *args, **kwargs: dtype == "fp16"
+    mm.should_use_bf16 = lambda *args, **kwargs: dtype == "bf16"
+
+
+if os.environ.get(COMPUTE_ENV):
+    compute_like_a_gpu(os.environ[COMPUTE_ENV])
 
 
 class TinyControlNet:

@@ -108,7 +108,7 @@ def test_the_examples_follow_the_release_settings():
             "steps": 25,
             "cfg": 7.5,
             "sampler_name": "ddim",
-            "scheduler": "ddim_uniform",
+            "scheduler": "xdyna_ddim",
         }
         assert (sampler["window_length"], sampler["window_overlap"]) == (16, 4)
         assert isinstance(sampler["pose_images"], list), "the frame count must come from the pose images"
