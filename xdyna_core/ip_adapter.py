@@ -184,7 +184,10 @@ def image_proj_state_dict(obj: Mapping[str, object], source: str = "<state dict>
 def load_ip_adapter_plus(
     obj: Mapping[str, object] | str | os.PathLike, dim_head: int = 64, source: str | None = None
 ) -> Resampler:
-    """The IP-Adapter-plus Resampler from a weight file or its loaded contents, in eval mode.
+    """The IP-Adapter-plus Resampler from a weight file or its loaded contents, in eval mode, in float32.
+
+    The released `ip-adapter-plus_sd15.bin` is stored in fp16; the Resampler runs once per reference, on the
+    CPU, so it computes in float32 whatever the file holds.
 
     Args:
         obj: a path (`.bin` or `.safetensors`), the `.bin`'s `{"image_proj": ..., "ip_adapter": ...}` dict, or a
@@ -200,6 +203,6 @@ def load_ip_adapter_plus(
         raise IPAdapterFormatError(source, f"expected a dict of weights, found {type(obj).__name__}")
     proj = image_proj_state_dict(obj, source)
     try:
-        return Resampler.from_state_dict(proj, dim_head=dim_head).eval()
+        return Resampler.from_state_dict(proj, dim_head=dim_head).float().eval()
     except (ValueError, RuntimeError) as e:  # RuntimeError: load_state_dict's missing/unexpected keys
         raise IPAdapterFormatError(source, f"the Resampler weights are incomplete or inconsistent: {e}") from None

@@ -111,6 +111,16 @@ def test_loads_every_layout(bundle, tmp_path):
         torch.testing.assert_close(resampler(x), expected, atol=0, rtol=0)
 
 
+def test_an_fp16_file_as_released_runs_on_float32_clip_features(tmp_path):
+    """The released ip-adapter-plus_sd15.bin is fp16; CLIP features come as float32."""
+    half = ip_adapter_plus_state_dict(TINY_UNET, seed=0, dtype=torch.float16)
+    resampler = load_ip_adapter_plus(save_bin(half, tmp_path / "half.bin"), dim_head=DIM_HEAD)
+    assert {p.dtype for p in resampler.parameters()} == {torch.float32}
+    x = torch.randn(1, 5, TINY_RESAMPLER.embedding_dim)
+    upcast = {k: v.float() for k, v in half["image_proj"].items()}
+    torch.testing.assert_close(resampler(x), reference_resampler(upcast, x, DIM_HEAD), atol=1e-5, rtol=1e-5)
+
+
 def test_errors(bundle, tmp_path):
     with pytest.raises(IPAdapterFormatError, match=r"missing\.bin.*no 'image_proj'"):
         load_ip_adapter_plus({"ip_adapter": bundle["ip_adapter"]}, source="missing.bin")
