@@ -12,7 +12,7 @@ from tests.fixtures.weights import xdyna_unet_state_dict
 
 
 def glue(comfy_host):
-    return importlib.import_module(f"{comfy_host.pack_module}.nodes.comfy_glue")
+    return importlib.import_module(f"{comfy_host.pack_module}.xdyna_comfy.loaders")
 
 
 def test_every_sd15_key_maps_onto_comfyui(comfy_host):
