@@ -41,7 +41,12 @@ def require_clip_vision(value, node: str, name: str = "clip_vision"):
 
 def require_control_net(value, node: str, name: str):
     return require(
-        value, comfy.controlnet.ControlBase, node, name, "a CONTROL_NET", "X-Dyna Load ControlNet (or Load ControlNet Model)"
+        value,
+        comfy.controlnet.ControlBase,
+        node,
+        name,
+        "a CONTROL_NET",
+        "X-Dyna Load ControlNet (or Load ControlNet Model)",
     )
 
 

@@ -44,7 +44,8 @@ _ADAPTER_KEY = re.compile(
 _IP_KEY = re.compile(r"^(.+\.transformer_blocks\.\d+\.attn2)\.(to_k_ip\.weight|to_v_ip\.weight)$")
 _MOTION_KEY = re.compile(r"^((?:down_blocks\.\d+|up_blocks\.\d+|mid_block)\.motion_modules\.\d+)\.(.+)$")
 _SPATIAL_BLOCK = re.compile(r"^(.+\.attentions\.\d+\.transformer_blocks\.\d+)\.attn1\.to_q\.weight$")
-_RESNET = re.compile(r"^((?:down|up)_blocks)\.(\d+)\.resnets\.(\d+)\.conv1\.weight$")
+# Any key of a ResNet (not one named tensor), so a file missing that tensor is not taken for one ResNet short.
+_RESNET = re.compile(r"^((?:down|up)_blocks)\.(\d+)\.resnets\.(\d+)\.")
 _ADAPTER_NAMES = ("to_q_ff.weight", "to_out_ff.weight", "to_out_ff.bias")
 _IP_NAMES = ("to_k_ip.weight", "to_v_ip.weight")
 LATENT_CHANNELS = 4  # the SD1.5 VAE latent X-Dyna's UNet reads and writes

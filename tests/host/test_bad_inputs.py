@@ -260,9 +260,9 @@ def test_bad_images_are_refused_by_every_image_input(comfy_host, files, target, 
     assert_names(message, f"{display}: the {name} input ", found, fix)
 
 
-def crop_of(comfy_host, image: torch.Tensor) -> torch.Tensor:
+def crop_of(comfy_host, image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     fit = pack(comfy_host, "xdyna_core.image_prep").fit_to_size
-    return fit(image, WIDTH, HEIGHT, anchor="center", method="bilinear")[0]
+    return fit(image, width, height, anchor="center", method="bilinear")[0]
 
 
 # defect → the well-formed IMAGE the spoiled one stands for (from the clean clip x)
@@ -282,7 +282,7 @@ def test_unambiguous_images_are_converted(comfy_host, files, defect):
     prompt["crop"]["inputs"].update(width=32, height=32)  # a real crop and resize
     run = comfy_host.run(prompt, targets=["crop"])
     clean = run.outputs("clip")[0]
-    expected = crop_of(comfy_host, CONVERTED[defect](clean))
+    expected = crop_of(comfy_host, CONVERTED[defect](clean), 32, 32)
     out = run.outputs("crop")[0]
     assert out.dtype == torch.float32 and out.shape == expected.shape
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
@@ -321,11 +321,11 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("where", list(SETTINGS))
-@pytest.mark.parametrize("value", [NAN, float("inf")], ids=["nan", "inf"])
-def test_non_finite_settings_are_refused(comfy_host, files, where, value):
+def test_nan_settings_are_refused(comfy_host, files, where):
+    """NaN passes ComfyUI's min/max validation (every comparison with NaN is false); ±inf does not."""
     display, name, span = SETTINGS[where]
-    message = failure(comfy_host, video_graph(**{where: value}))
-    assert_names(message, f"{display}: the {name} input is {value}", f"give a number {span}")
+    message = failure(comfy_host, video_graph(**{where: NAN}))
+    assert_names(message, f"{display}: the {name} input is nan", f"give a number {span}")
 
 
 def test_settings_of_the_other_nodes_are_checked_too(comfy_host, files):
