@@ -239,7 +239,7 @@ def hint_frames_of(value, name: str, hint_input: str = "hints", channels: int = 
     source = "X-Dyna Render Pose's pose_frames or an IMAGE batch" if channels == 3 else "X-Dyna Face Cropper"
     value = require(value, torch.Tensor, APPLY_CONTROLNETS, hint_input, f"hint frames for the {name}", source)
     checked = image_batch(
-        value, APPLY_CONTROLNETS, hint_input, channels=3 if channels == 3 else None, check_range=False
+        value, APPLY_CONTROLNETS, hint_input, channels=3 if channels == 3 else None, check_range=False, to_float=False
     )
     return TensorHintFrames(checked)
 

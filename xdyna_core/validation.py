@@ -232,7 +232,8 @@ def _to_channels(x: torch.Tensor, channels: int, node: str, name: str) -> torch.
         logger.info("%s: %s has one channel; used as a grayscale image", node, name)
         return x.expand(*x.shape[:-1], 3)
     if channels == 3 and found == 4:
-        if float(x[..., 3].amin()) >= OPAQUE_ALPHA:
+        full = 255.0 if x.dtype == torch.uint8 else 1.0
+        if float(x[..., 3].amin()) >= OPAQUE_ALPHA * full:
             return x[..., :3]  # RGBA that is opaque everywhere is just RGB
         raise input_error(
             node,
@@ -261,7 +262,13 @@ def _check_image_range(x: torch.Tensor, low: float, high: float, node: str, name
 
 
 def image_batch(
-    value, node: str, name: str = "image", *, channels: int | None = 3, check_range: bool = True
+    value,
+    node: str,
+    name: str = "image",
+    *,
+    channels: int | None = 3,
+    check_range: bool = True,
+    to_float: bool = True,
 ) -> torch.Tensor:
     """An IMAGE input as a float32 `[frames, height, width, channels]` tensor, checked and converted once.
 
@@ -269,6 +276,8 @@ def image_batch(
         channels: the channels the node needs (3: RGB, converting grayscale and opaque RGBA); None keeps any
             count (ControlNet hints, whose channels are checked against the ControlNet).
         check_range: refuse values far outside [0, 1] (off for ControlNet hints, which are min-max normalised).
+        to_float: convert uint8 and half-precision images to float32. Off for ControlNet hints, which are read
+            a window at a time and converted then (a uint8 clip stays a quarter of the size).
 
     Returns the input itself when it needs no conversion.
     """
@@ -284,9 +293,12 @@ def image_batch(
         )
     if x.shape[1] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise input_error(node, name, f"has no pixels (shape {list(x.shape)})", "give images of at least 1x1 pixel")
-    x = _as_float_image(x, node, name)
+    if to_float or not (x.is_floating_point() or x.dtype == torch.uint8):
+        x = _as_float_image(x, node, name)
     if channels is not None:
         x = _to_channels(x, channels, node, name)
+    if not x.is_floating_point():
+        return x  # uint8: finite and within 0-255 by its type
     low, high = _ends(x)
     if not _is_finite(low, high):
         require_finite(

@@ -117,6 +117,22 @@ def test_hints_keep_their_channels_and_range():
         image_batch(face, NODE, "face_condition", channels=None, check_range=False)
 
 
+def test_hints_stay_compact():
+    """Hint clips are read a window at a time and converted then: a uint8 or fp16 clip is not copied to float32."""
+    poses = (clip(frames=10) * 255).round().to(torch.uint8)
+    assert image_batch(poses, NODE, "pose_images", check_range=False, to_float=False) is poses
+    half = clip(frames=10).half()
+    assert image_batch(half, NODE, "pose_images", check_range=False, to_float=False) is half
+    half[3, 0, 0, 0] = float("inf")
+    with pytest.raises(XDynaInputError, match="holds infinite values in frame 3 of 10"):
+        image_batch(half, NODE, "pose_images", check_range=False, to_float=False)
+    opaque = torch.cat([poses, torch.full_like(poses[..., :1], 255)], dim=-1)
+    assert torch.equal(image_batch(opaque, NODE, "pose_images", check_range=False, to_float=False), poses)
+    see_through = torch.cat([poses, torch.full_like(poses[..., :1], 128)], dim=-1)
+    with pytest.raises(XDynaInputError, match="transparent pixels"):
+        image_batch(see_through, NODE, "pose_images", check_range=False, to_float=False)
+
+
 # --- numbers, conditioning, poses -------------------------------------------------------------------------
 
 

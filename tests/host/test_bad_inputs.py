@@ -299,6 +299,17 @@ def test_a_uint8_reference_gives_the_video_of_its_float_twin(comfy_host, files):
     torch.testing.assert_close(videos[0], videos[1], rtol=0, atol=1e-5)
 
 
+def test_uint8_pose_images_stay_uint8_and_steer_as_their_float_twin(comfy_host, files):
+    videos = []
+    for defect in ("uint8", "uint8_as_float"):
+        prompt = image_graph("hints", defect, FRAMES)
+        run = comfy_host.run(prompt, targets=["sampler"])
+        control = run.outputs("controls")[0][0][1]["control"]
+        assert control.hint_frames.images.dtype == (torch.uint8 if defect == "uint8" else torch.float32)
+        videos.append(run.outputs("sampler")[0]["samples"])
+    torch.testing.assert_close(videos[0], videos[1], rtol=0, atol=1e-5)
+
+
 def test_nan_from_the_model_is_not_a_silent_video(comfy_host, files):
     prompt = video_graph(**{"sampler.model": ["nan", 0]})
     prompt["nan"] = {"class_type": "XDynaTest_NaNDuringSampling", "inputs": {"model": ["patched", 0], "call": 2}}
