@@ -428,6 +428,7 @@ LITERALS = {
         "must be a CONTROL_NET",
         "Load ControlNet",
     ),
+    "reference.image": ("reference_1.png", "X-Dyna Load Reference", "must be an IMAGE", "Load Image"),
     "reference.vae": ("vae.safetensors", "X-Dyna Load Reference", "must be a VAE", "checkpoint loader"),
     "reference.clip_vision": (0, "X-Dyna Load Reference", "must be a CLIP_VISION model", "Load CLIP Vision"),
 }
