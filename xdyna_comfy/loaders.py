@@ -101,10 +101,11 @@ def build_sd15_model(unet_sd: dict[str, torch.Tensor], precision: str = "auto", 
     model = model_config.get_model(comfy_sd, "")
     missing = sorted(set(model.diffusion_model.state_dict()) - set(comfy_sd))
     if missing:
+        count = f"{len(missing)} tensor{'s' if len(missing) > 1 else ''}"
         raise XDynaLayoutError(
             source,
-            f"the UNet weights lack {len(missing)} tensor{'s' if len(missing) > 1 else ''} of the SD1.5 layout (e.g. {missing[:3]} in ComfyUI's "
-            "names): the file is incomplete or another model; download it again",
+            f"the UNet weights lack {count} of the SD1.5 layout (e.g. {missing[:3]} in ComfyUI's names): the file "
+            "is incomplete or another model; download it again",
         )
     patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
     patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)

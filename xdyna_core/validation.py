@@ -86,10 +86,18 @@ def require_reference(value, node: str, name: str = "reference") -> XDynaReferen
     )
 
 
+def _is_conditioning_entry(entry) -> bool:
+    return (
+        isinstance(entry, (list, tuple))
+        and len(entry) == 2
+        and isinstance(entry[0], torch.Tensor)
+        and isinstance(entry[1], dict)
+    )
+
+
 def require_conditioning(value, node: str, name: str) -> list:
     """A CONDITIONING (a list of [embedding, options] pairs) whose embeddings are finite."""
-    is_pair = lambda c: isinstance(c, (list, tuple)) and len(c) == 2 and isinstance(c[0], torch.Tensor)  # noqa: E731
-    if not isinstance(value, list) or not value or not all(is_pair(c) and isinstance(c[1], dict) for c in value):
+    if not isinstance(value, list) or not value or not all(_is_conditioning_entry(c) for c in value):
         raise input_error(
             node,
             name,
@@ -285,7 +293,7 @@ def image_batch(
     if x.ndim == 3 and x.shape[-1] == 3 and channels == 3:
         logger.info("%s: %s is one image without a batch dimension; used as a batch of 1", node, name)
         x = x.unsqueeze(0)
-    if x.ndim != 4 or (channels == 3 and x.shape[-1] > 4):
+    if x.ndim != 4 or (channels is not None and x.shape[-1] > 4 and x.shape[1] in (1, 3, 4)):
         raise _image_layout_error(x, node, name)
     if x.shape[0] == 0:
         raise input_error(

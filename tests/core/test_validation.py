@@ -91,6 +91,7 @@ def test_unambiguous_images_are_converted():
     [
         (lambda: torch.cat([clip(), torch.full((4, 8, 6, 1), 0.5)], -1), "transparent pixels", "on a background"),
         (lambda: clip(channels=2), "2 channels per pixel", "give an RGB IMAGE"),
+        (lambda: clip(channels=6), "6 channels per pixel", "give an RGB IMAGE"),
         (lambda: clip(channels=3).movedim(-1, 1), "looks channels-first", "move the channels last"),
         (lambda: torch.rand(2, 8, 6), "is a 3-D tensor [2, 8, 6]", "Convert Mask to Image"),
         (lambda: torch.rand(1, 2, 8, 6, 3), "is a 5-D tensor", "one batch of frames"),
