@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..xdyna_core.face import sface_condition_from_pose
 from ..xdyna_core.image_prep import CROP_ANCHORS
 from ..xdyna_core.pose.pose_frames import spread_index
+from ..xdyna_core.validation import finite_number, image_batch, reading_poses
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input
 from .preprocess import (
     check_generation_size,
@@ -15,6 +16,7 @@ from .preprocess import (
 from .types import FaceCondition, PoseKeypoint
 
 CATEGORY = "X-Dyna/face"
+FACE_CROPPER = "X-Dyna Face Cropper (S-Face)"
 ON_NO_FACE = ("error", "black")
 
 
@@ -23,7 +25,7 @@ class XDynaFaceCropper(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_FaceCropper",
-            display_name="X-Dyna Face Cropper (S-Face)",
+            display_name=FACE_CROPPER,
             category=CATEGORY,
             description=(
                 "Builds X-Dyna's S-Face condition from the driving video: per frame a black canvas with the face "
@@ -145,19 +147,22 @@ class XDynaFaceCropper(io.ComfyNode):
         check_generation_size(width, height)
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
-        condition = sface_condition_from_pose(
-            image,
-            pose_keypoint,
-            width,
-            height,
-            crop=crop,
-            person=person_index,
-            stabilize=stabilize,
-            smoothing=smoothing,
-            max_gap=max_gap,
-            allow_no_face=on_no_face == "black",
-            body_fallback=body_fallback,
-        )
+        image = image_batch(image, FACE_CROPPER)
+        smoothing = finite_number(smoothing, FACE_CROPPER, "smoothing", 0.0, 10.0)
+        with reading_poses(FACE_CROPPER, "pose_keypoint"):
+            condition = sface_condition_from_pose(
+                image,
+                pose_keypoint,
+                width,
+                height,
+                crop=crop,
+                person=person_index,
+                stabilize=stabilize,
+                smoothing=smoothing,
+                max_gap=max_gap,
+                allow_no_face=on_no_face == "black",
+                body_fallback=body_fallback,
+            )
         preview = condition.hint(spread_index(condition.num_frames, image_frames))
         return io.NodeOutput(
             condition, preview[..., :3].contiguous(), preview[..., 3:].contiguous(), condition.to_json()

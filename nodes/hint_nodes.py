@@ -13,9 +13,11 @@ from comfy_api.latest import io
 
 from ..xdyna_core.hints import HintFrames
 from ..xdyna_core.pose.pose_frames import spread_index
+from ..xdyna_core.validation import require
 from .types import FaceCondition, PoseFrames
 
 CATEGORY = "X-Dyna/preview"
+HINTS_TO_IMAGES = "X-Dyna Hints to Images"
 PREVIEW_FRAMES = 8
 FACE_PARTS = ("side_by_side", "local", "global")
 
@@ -55,7 +57,7 @@ class XDynaHintsToImages(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_HintsToImages",
-            display_name="X-Dyna Hints to Images",
+            display_name=HINTS_TO_IMAGES,
             category=CATEGORY,
             description=(
                 "Renders part of a pose or S-Face hint clip as an IMAGE batch, for previews or other packs' nodes. "
@@ -89,10 +91,14 @@ class XDynaHintsToImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, hints, start: int, count: int, stride: int, face_canvases: str) -> io.NodeOutput:
-        if not isinstance(hints, HintFrames):
-            raise TypeError(
-                f"hints must be pose frames or an S-Face condition from the X-Dyna nodes, got a {type(hints).__name__}"
-            )
+        hints = require(
+            hints,
+            HintFrames,
+            HINTS_TO_IMAGES,
+            "hints",
+            "pose frames or an S-Face condition",
+            "X-Dyna Render Pose's pose_frames or X-Dyna Face Cropper's face_condition",
+        )
         if start >= hints.num_frames:
             raise ValueError(
                 f"start is {start}, but the hint clip has {hints.num_frames} frames (0 to "

@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..xdyna_comfy import folders, loaders
 from ..xdyna_comfy.context_windows import ContextOptions
+from ..xdyna_comfy.inputs import require_clip_vision, require_model, require_vae
 from ..xdyna_comfy.model_patch import (
     TRANSFORMER_PREFIXES,
     XDynaPatch,
@@ -22,6 +23,14 @@ from ..xdyna_core.components import XDynaComponents
 from ..xdyna_core.image_prep import CROP_ANCHORS, fit_to_size
 from ..xdyna_core.ip_adapter import load_ip_adapter_plus
 from ..xdyna_core.reference import XDynaReference
+from ..xdyna_core.validation import (
+    finite_number,
+    image_batch,
+    input_error,
+    require,
+    require_finite,
+    require_reference,
+)
 from .preprocess import (
     check_generation_size,
     generation_size_inputs,
@@ -30,6 +39,13 @@ from .types import XDynaReferenceType, XDynaWeightsType
 
 logger = logging.getLogger("xdyna")
 CATEGORY = "X-Dyna"
+LOAD_MODEL = "X-Dyna Load Model"
+LOAD_REFERENCE = "X-Dyna Load Reference"
+APPLY_ADAPTER = "X-Dyna Apply Dynamics-Adapter"
+VAE_FIX = (
+    "the VAE overflowed (SD1.5's VAE does in fp16) or its weights are damaged: start ComfyUI with --fp32-vae "
+    "(or --bf16-vae), or load another SD1.5 VAE"
+)
 
 
 @dataclass
@@ -47,7 +63,7 @@ class XDynaLoadModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_LoadModel",
-            display_name="X-Dyna Load Model",
+            display_name=LOAD_MODEL,
             category=CATEGORY,
             description=(
                 "Loads the X-Dyna UNet checkpoint: its SD1.5 UNet as a MODEL (sampling with AnimateDiff's "
@@ -73,7 +89,7 @@ class XDynaLoadModel(io.ComfyNode):
     def execute(cls, ckpt_name: str, precision: str) -> io.NodeOutput:
         path = folders.model_path(folders.XDYNA_FOLDER, ckpt_name)
         parts = load_xdyna_unet(path)
-        model = loaders.build_sd15_model(parts.unet, precision)
+        model = loaders.build_sd15_model(parts.unet, precision, str(path))
         # Stored like the UNet's weights; ComfyUI's casting layers compute them in the UNet's compute dtype.
         dtype = model.model_dtype()
         components = build_components(parts, dtype)
@@ -87,7 +103,7 @@ class XDynaLoadReference(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_LoadReference",
-            display_name="X-Dyna Load Reference",
+            display_name=LOAD_REFERENCE,
             category=CATEGORY,
             description=(
                 "Prepares the reference image as X-Dyna consumes it: cropped and resized to the generation "
@@ -119,18 +135,31 @@ class XDynaLoadReference(io.ComfyNode):
     @classmethod
     def execute(cls, image, vae, clip_vision, ip_adapter: str, width: int, height: int, crop: str) -> io.NodeOutput:
         check_generation_size(width, height)
+        image = image_batch(image, LOAD_REFERENCE)
+        vae = require_vae(vae, LOAD_REFERENCE)
+        clip_vision = require_clip_vision(clip_vision, LOAD_REFERENCE)
         if image.shape[0] != 1:
             logger.warning("X-Dyna: the reference input has %d images; using the first", image.shape[0])
-        image = image[:1, :, :, :3]
+        image = image[:1]
+        resampler = load_ip_adapter_plus(folders.model_path(folders.IPADAPTER_FOLDER, ip_adapter))
         fitted, _ = fit_to_size(image, width, height, anchor=crop)
         latent = vae.encode(fitted)
-        resampler = load_ip_adapter_plus(folders.model_path(folders.IPADAPTER_FOLDER, ip_adapter))
+        require_finite(latent, LOAD_REFERENCE, "the vae input's latent of the reference", VAE_FIX)
         # The CLIP input is the raw reference (shortest side 224, centre crop), as released.
         features = clip_vision.encode_image(image, crop=True)["penultimate_hidden_states"]
+        check_image_features(features, resampler, ip_adapter)
         uncond_features = loaders.clip_vision_penultimate_of_zeros(clip_vision)
         with torch.inference_mode():
             tokens = resampler(features.float().cpu())
             uncond_tokens = resampler(uncond_features.float().cpu())
+        for encoded in (tokens, uncond_tokens):
+            require_finite(
+                encoded,
+                LOAD_REFERENCE,
+                "the reference's image tokens (clip_vision, then ip_adapter)",
+                "the CLIP vision model overflowed in half precision or a weight file is damaged: start ComfyUI "
+                "with --force-fp32, or download CLIP ViT-H/14 and ip-adapter-plus_sd15.bin again",
+            )
         reference = XDynaReference(latent.float().cpu(), tokens, uncond_tokens, fitted)
         return io.NodeOutput(reference, fitted)
 
@@ -140,7 +169,7 @@ class XDynaApplyDynamicsAdapter(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_ApplyDynamicsAdapter",
-            display_name="X-Dyna Apply Dynamics-Adapter",
+            display_name=APPLY_ADAPTER,
             category=CATEGORY,
             description=(
                 "Patches an SD1.5 MODEL into X-Dyna: the reference as frame 0 of every window, the "
@@ -165,12 +194,31 @@ class XDynaApplyDynamicsAdapter(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, xdyna: XDynaWeights, reference: XDynaReference, strength: float) -> io.NodeOutput:
+        model = require_model(model, APPLY_ADAPTER)
+        xdyna = require(
+            xdyna, XDynaWeights, APPLY_ADAPTER, "xdyna", "X-Dyna weights", "the xdyna output of X-Dyna Load Model"
+        )
+        reference = require_reference(reference, APPLY_ADAPTER)
+        strength = finite_number(strength, APPLY_ADAPTER, "strength", 0.0, 2.0)
         check_model_matches(model, xdyna, reference)
         patched = model.clone()
         XDynaPatch(xdyna.components, reference, strength).apply_to(patched, xdyna.patcher)
         # Videos longer than one window are tiled as released (16/4, closed loop) by any sampler.
         ContextOptions().apply_to(patched)
         return io.NodeOutput(patched)
+
+
+def check_image_features(features: torch.Tensor, resampler, ip_adapter: str) -> None:
+    """The IP-Adapter's Resampler must read the CLIP vision model's hidden width (1280 for ViT-H/14)."""
+    expected, found = resampler.proj_in.in_features, features.shape[-1]
+    if found != expected:
+        raise input_error(
+            LOAD_REFERENCE,
+            "ip_adapter",
+            f"{ip_adapter!r} reads {expected}-wide image features, but the CLIP vision model gives {found}-wide ones",
+            "the two were made for different image encoders: X-Dyna uses ip-adapter-plus_sd15.bin with CLIP "
+            "ViT-H/14 (1280-wide); an IP-Adapter for ViT-bigG or SDXL does not fit",
+        )
 
 
 def check_model_matches(model, xdyna: XDynaWeights, reference: XDynaReference) -> None:

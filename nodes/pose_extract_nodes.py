@@ -27,11 +27,13 @@ from ..xdyna_core.pose.onnx_runtime import (
     import_onnxruntime,
 )
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
+from ..xdyna_core.validation import finite_number, image_batch
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .pose_nodes import content_area_input, content_of
 from .types import PoseKeypoint
 
 CATEGORY = "X-Dyna/pose"
+DWPOSE = "X-Dyna DWPose Extractor"
 # onnxruntime's working memory besides the weights (YOLOX-L activations at 640² dominate), for make-room requests.
 ONNX_WORKSPACE_BYTES = 1 << 30
 
@@ -50,7 +52,7 @@ class XDynaDWPoseExtractor(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_DWPoseExtractor",
-            display_name="X-Dyna DWPose Extractor",
+            display_name=DWPOSE,
             category=CATEGORY,
             description=(
                 "Finds the driving person's whole-body pose (body, feet, hands, face: 133 points) in every frame "
@@ -157,6 +159,9 @@ class XDynaDWPoseExtractor(io.ComfyNode):
         content_area: str = "auto",
         image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
+        image = image_batch(image, DWPOSE)
+        detection_threshold = finite_number(detection_threshold, DWPOSE, "detection_threshold", 0.0, 1.0)
+        keypoint_threshold = finite_number(keypoint_threshold, DWPOSE, "keypoint_threshold", 0.0, 1.0)
         import_onnxruntime()  # before a download of several hundred MB that could not be used
         search = folders.dwpose_folders()
         detector_path, estimator_path = locate_model_files(detector, pose_model, search)

@@ -12,6 +12,7 @@ from ..xdyna_core.pose.bounds import content_box, person_inside
 from ..xdyna_core.pose.keypoints import PoseFrame, frames_from_pose_keypoint, frames_to_pose_keypoint
 from ..xdyna_core.pose.mediapipe_backend import DEFAULT_HAND_GAP, DEFAULT_HAND_PRESENCE, detect_people
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
+from ..xdyna_core.validation import finite_number, image_batch, reading_poses
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .preprocess import (
     check_generation_size,
@@ -22,6 +23,8 @@ from .types import PoseFrames, PoseKeypoint
 logger = logging.getLogger("xdyna")
 
 CATEGORY = "X-Dyna/pose"
+RENDER_POSE = "X-Dyna Render Pose"
+MEDIAPIPE_POSE = "X-Dyna MediaPipe Pose"
 MEDIAPIPE_MODES = ("video", "images")
 CONTENT_AREAS = ("auto", "whole_image")
 
@@ -56,7 +59,7 @@ class XDynaRenderPose(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_RenderPose",
-            display_name="X-Dyna Render Pose",
+            display_name=RENDER_POSE,
             category=CATEGORY,
             description=(
                 "Draws POSE_KEYPOINT frames as the skeleton images X-Dyna's pose ControlNet was trained on: "
@@ -130,7 +133,8 @@ class XDynaRenderPose(io.ComfyNode):
         image_frames: int = 0,
     ) -> io.NodeOutput:
         check_generation_size(width, height)
-        frames = frames_from_pose_keypoint(pose_keypoint, default_size=(width, height))
+        with reading_poses(RENDER_POSE, "pose_keypoint"):
+            frames = frames_from_pose_keypoint(pose_keypoint, default_size=(width, height))
         if not frames:
             logger.warning("X-Dyna Render Pose: no pose frames given; returning one black frame")
             frames = [PoseFrame(width, height)]
@@ -146,7 +150,7 @@ class XDynaMediaPipePose(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_MediaPipePose",
-            display_name="X-Dyna MediaPipe Pose",
+            display_name=MEDIAPIPE_POSE,
             category=CATEGORY,
             description=(
                 "Finds one person's body, hands and face in every frame with MediaPipe Holistic: on the CPU, "
@@ -229,6 +233,9 @@ class XDynaMediaPipePose(io.ComfyNode):
         content_area: str = "auto",
         image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
+        image = image_batch(image, MEDIAPIPE_POSE)
+        min_visibility = finite_number(min_visibility, MEDIAPIPE_POSE, "min_visibility", 0.0, 1.0)
+        hand_presence = finite_number(hand_presence, MEDIAPIPE_POSE, "hand_presence", 0.0, 1.0)
         total, height, width = image.shape[0], image.shape[1], image.shape[2]
         video = mode == "video"
         # a video has one content area; unrelated images each have their own (applied after detection)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..xdyna_core.image_prep import CROP_ANCHORS, RESIZE_METHODS, fit_to_size
+from ..xdyna_core.validation import image_batch
 
 CATEGORY = "X-Dyna/preprocess"
+CROP_RESIZE = "X-Dyna Crop & Resize"
 # SD1.5 latents are 1/8 of the image; the spec's default generation size is 512×896 (W×H).
 SIZE_STEP = 8
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 512, 896
@@ -45,7 +47,7 @@ class XDynaCropResize(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_CropResize",
-            display_name="X-Dyna Crop & Resize",
+            display_name=CROP_RESIZE,
             category=CATEGORY,
             description=(
                 "Crops images to the aspect of the generation size and resizes them to exactly width×height, "
@@ -83,6 +85,7 @@ class XDynaCropResize(io.ComfyNode):
     @classmethod
     def execute(cls, image, width: int, height: int, crop: str, resize: str) -> io.NodeOutput:
         check_generation_size(width, height)
+        image = image_batch(image, CROP_RESIZE)
         fitted, _box = fit_to_size(image, width, height, anchor=crop, method=resize)
         return io.NodeOutput(fitted.contiguous())
 

@@ -10,12 +10,14 @@ from ..xdyna_core.pose.keypoints import frames_from_pose_keypoint, frames_to_pos
 from ..xdyna_core.pose.pose_frames import PoseHintFrames
 from ..xdyna_core.pose.retarget import DRIVER_LENGTHS, RETARGET_MODES, retarget_frames
 from ..xdyna_core.pose.smoothing import SMOOTHING_METHODS, smooth_frames
+from ..xdyna_core.validation import finite_number, reading_poses
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input, preview_images
 from .types import PoseKeypoint
 
 logger = logging.getLogger("xdyna")
 
 CATEGORY = "X-Dyna/pose"
+POSE_RETARGET = "X-Dyna Pose Retarget"
 # Chosen from driving_1.mp4 onto reference_1.png (see web/docs/XDyna_PoseRetarget.md): the reference's
 # proportions (no bone past the reference's, 90th percentile of each bone at 1.00), the driver's framing
 # (median joint 8 px, nose 2 px from the driving pose), so the S-Face crops of the driving frames stay on the head.
@@ -27,7 +29,7 @@ class XDynaPoseRetarget(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_PoseRetarget",
-            display_name="X-Dyna Pose Retarget",
+            display_name=POSE_RETARGET,
             category=CATEGORY,
             description=(
                 "Puts the driving motion on the reference person's body: every limb keeps the driver's direction "
@@ -139,10 +141,15 @@ class XDynaPoseRetarget(io.ComfyNode):
         keep_in_frame: bool = True,
         image_frames: int = PREVIEW_FRAMES,
     ) -> io.NodeOutput:
-        references = frames_from_pose_keypoint(reference_pose)
+        frame_rate = finite_number(frame_rate, POSE_RETARGET, "frame_rate", 1.0, 240.0)
+        min_cutoff = finite_number(min_cutoff, POSE_RETARGET, "min_cutoff", 0.01, 30.0)
+        beta = finite_number(beta, POSE_RETARGET, "beta", 0.0, 1000.0)
+        with reading_poses(POSE_RETARGET, "reference_pose"):
+            references = frames_from_pose_keypoint(reference_pose)
         if not references:
             raise ValueError("reference_pose holds no frame; connect the pose extracted from the reference image")
-        driving = frames_from_pose_keypoint(driving_pose, default_size=(references[0].width, references[0].height))
+        with reading_poses(POSE_RETARGET, "driving_pose"):
+            driving = frames_from_pose_keypoint(driving_pose, default_size=(references[0].width, references[0].height))
         if not driving:
             raise ValueError("driving_pose holds no frame; connect the poses extracted from the driving video")
         if smoothing:

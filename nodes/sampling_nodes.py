@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..xdyna_comfy import folders, loaders
 from ..xdyna_comfy.context_windows import ContextOptions
 from ..xdyna_comfy.controlnets import XDynaControlNet, check_controlnet, normalisation_ranges
+from ..xdyna_comfy.inputs import require_control_net, require_model, require_xdyna_model
 from ..xdyna_comfy.sampling import XDYNA_SCHEDULER, sample_video, sampler_names, scheduler_names
 from ..xdyna_comfy.sigmas import released_sigmas
 from ..xdyna_core.checkpoints import load_state_dict_file
@@ -15,12 +16,29 @@ from ..xdyna_core.hints import HintFrames, TensorHintFrames
 from ..xdyna_core.latents import initial_latent, mask_generator
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.schedule import MAX_STEPS
+from ..xdyna_core.validation import (
+    XDynaInputError,
+    finite_number,
+    hint_frame_count,
+    image_batch,
+    percent_range,
+    require,
+    require_conditioning,
+    require_finite,
+    require_reference,
+    seed_value,
+)
 from ..xdyna_core.windows import CONTEXT_SCHEDULES, DEFAULT_OVERLAP, DEFAULT_WINDOW_LENGTH, MAX_WINDOW_LENGTH
 from .types import FaceCondition, PoseFrames, XDynaReferenceType
 
 CATEGORY = "X-Dyna"
 SD15_LATENT_SCALE = 0.18215
 MAX_FRAMES = 4096
+LOAD_CONTROLNET = "X-Dyna Load ControlNet"
+APPLY_CONTROLNETS = "X-Dyna Apply ControlNets"
+INIT_LATENT = "X-Dyna Initial Latent"
+SCHEDULER = "X-Dyna Scheduler"
+TEMPORAL_SAMPLER = "X-Dyna Temporal Sampler"
 
 
 # --- ControlNets --------------------------------------------------------------------------------------------
@@ -31,7 +49,7 @@ class XDynaLoadControlNet(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_LoadControlNet",
-            display_name="X-Dyna Load ControlNet",
+            display_name=LOAD_CONTROLNET,
             category=CATEGORY,
             description=(
                 "Loads X-Dyna's pose or S-Face ControlNet (diffusers layout, .ckpt read as tensors only, or "
@@ -52,7 +70,7 @@ class XDynaLoadControlNet(io.ComfyNode):
     @classmethod
     def execute(cls, control_net_name: str, precision: str) -> io.NodeOutput:
         path = folders.model_path("controlnet", control_net_name)
-        return io.NodeOutput(loaders.build_sd15_controlnet(load_state_dict_file(path), precision))
+        return io.NodeOutput(loaders.build_sd15_controlnet(load_state_dict_file(path), precision, str(path)))
 
 
 def apply_controlnet(positive, negative, control_net, hints: HintFrames, strength, start, end, name, normalize):
@@ -116,7 +134,7 @@ class XDynaApplyControlNets(io.ComfyNode):
 
         return io.Schema(
             node_id="XDyna_ApplyControlNets",
-            display_name="X-Dyna Apply ControlNets",
+            display_name=APPLY_CONTROLNETS,
             category=CATEGORY,
             description=(
                 "Steers every frame with the pose ControlNet (rendered skeletons) and the S-Face ControlNet "
@@ -173,43 +191,70 @@ class XDynaApplyControlNets(io.ComfyNode):
         face_controlnet=None,
         face_condition=None,
     ) -> io.NodeOutput:
+        positive = require_conditioning(positive, APPLY_CONTROLNETS, "positive")
+        negative = require_conditioning(negative, APPLY_CONTROLNETS, "negative")
         streams = (
-            ("pose ControlNet", pose_controlnet, pose_images, 3, pose_strength, pose_start, pose_end),
-            ("S-Face ControlNet", face_controlnet, face_condition, 6, face_strength, face_start, face_end),
+            ("pose", "pose ControlNet", pose_controlnet, "pose_images", pose_images, 3),
+            ("face", "S-Face ControlNet", face_controlnet, "face_condition", face_condition, 6),
         )
-        for name, control_net, frames, channels, strength, start, end in streams:
+        settings = {"pose": (pose_strength, pose_start, pose_end), "face": (face_strength, face_start, face_end)}
+        for prefix, name, control_net, hint_input, frames, channels in streams:
+            strength = finite_number(settings[prefix][0], APPLY_CONTROLNETS, f"{prefix}_strength", 0.0, 3.0)
+            start, end = percent_range(*settings[prefix][1:], APPLY_CONTROLNETS, prefix)
             if (control_net is None) != (frames is None):
                 missing = "its hint frames" if frames is None else "the ControlNet model"
-                raise ValueError(f"the {name} needs both a ControlNet and hint frames; {missing} is not connected")
+                raise XDynaInputError(
+                    f"{APPLY_CONTROLNETS}: the {name} needs both a ControlNet and hint frames; {missing} is not "
+                    f"connected: connect both {prefix}_controlnet and {hint_input}, or neither"
+                )
             if control_net is None or strength == 0:
                 continue
+            control_net = require_control_net(control_net, APPLY_CONTROLNETS, f"{prefix}_controlnet")
             check_controlnet(control_net, name, channels)
-            hints = hint_frames_of(frames, name)
+            hints = hint_frames_of(frames, name, hint_input, channels)
             if hints.channels != channels:
-                raise ValueError(f"the {name} hint has {hints.channels} channels per pixel, expected {channels}")
+                raise XDynaInputError(
+                    f"{APPLY_CONTROLNETS}: the {hint_input} input has {hints.channels} channels per pixel, but the "
+                    f"{name} takes {channels}; connect "
+                    + (
+                        "rendered poses (X-Dyna Render Pose)"
+                        if channels == 3
+                        else "X-Dyna Face Cropper's face_condition"
+                    )
+                )
             positive, negative = apply_controlnet(
                 positive, negative, control_net, hints, strength, start, end, name, normalize_hints
             )
         return io.NodeOutput(positive, negative)
 
 
-def hint_frames_of(value, name: str) -> HintFrames:
-    """The hints of an IMAGE batch, X-Dyna pose frames or an S-Face condition, as HintFrames (never copied)."""
+def hint_frames_of(value, name: str, hint_input: str = "hints", channels: int = 3) -> HintFrames:
+    """The hints of an IMAGE batch, X-Dyna pose frames or an S-Face condition, as HintFrames (never copied).
+
+    A tensor is checked once here (layout, dtype, finiteness; RGB conversions for pose images); X-Dyna's own
+    hint frames are drawn from keypoints and boxes and are finite by construction.
+    """
     if isinstance(value, HintFrames):
         return value
-    if isinstance(value, torch.Tensor):
-        return TensorHintFrames(value)
-    raise TypeError(
-        f"the {name} hints must be an IMAGE batch or come from X-Dyna Render Pose / Face Cropper, "
-        f"got a {type(value).__name__}"
+    source = "X-Dyna Render Pose's pose_frames or an IMAGE batch" if channels == 3 else "X-Dyna Face Cropper"
+    value = require(value, torch.Tensor, APPLY_CONTROLNETS, hint_input, f"hint frames for the {name}", source)
+    checked = image_batch(
+        value, APPLY_CONTROLNETS, hint_input, channels=3 if channels == 3 else None, check_range=False, to_float=False
     )
+    return TensorHintFrames(checked)
+
+
+SAMPLED_NAN_FIX = (
+    "the model overflowed while sampling (X-Dyna's UNet can in fp16): load it with precision bf16 or fp32 in "
+    "X-Dyna Load Model"
+)
 
 
 # --- initial latent and sampler ------------------------------------------------------------------------------
 
 
-def frame_count(frames: int, pose_images) -> int:
-    count = len(pose_images) if pose_images is not None else frames
+def frame_count(frames: int, pose_images, node: str = TEMPORAL_SAMPLER) -> int:
+    count = hint_frame_count(pose_images, node, "pose_images") if pose_images is not None else frames
     if count < 1:
         raise ValueError(f"the video must have at least 1 frame, got {count}; set frames to 1 or more")
     return count
@@ -227,7 +272,7 @@ class XDynaScheduler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_Scheduler",
-            display_name="X-Dyna Scheduler",
+            display_name=SCHEDULER,
             category=CATEGORY,
             description=(
                 "The released DDIM timesteps (961, 921, ..., 1 for 25 steps) as SIGMAS for SamplerCustom or "
@@ -251,6 +296,8 @@ class XDynaScheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps: int, denoise: float) -> io.NodeOutput:
+        model = require_model(model, SCHEDULER, source="the MODEL output of X-Dyna Apply Dynamics-Adapter")
+        denoise = finite_number(denoise, SCHEDULER, "denoise", 0.0, 1.0)
         return io.NodeOutput(released_sigmas(model, steps, denoise))
 
 
@@ -259,7 +306,7 @@ class XDynaInitLatent(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_InitLatent",
-            display_name="X-Dyna Initial Latent",
+            display_name=INIT_LATENT,
             category=CATEGORY,
             description=(
                 "The latent X-Dyna starts from: the reference repeated over the frames, mixed with a blurred "
@@ -290,7 +337,9 @@ class XDynaInitLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, reference, frames, seed, pose_images=None) -> io.NodeOutput:
-        return io.NodeOutput(xdyna_initial_latent(reference, frame_count(frames, pose_images), seed))
+        reference = require_reference(reference, INIT_LATENT)
+        seed = seed_value(seed, INIT_LATENT)
+        return io.NodeOutput(xdyna_initial_latent(reference, frame_count(frames, pose_images, INIT_LATENT), seed))
 
 
 class XDynaTemporalSampler(io.ComfyNode):
@@ -298,7 +347,7 @@ class XDynaTemporalSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="XDyna_TemporalSampler",
-            display_name="X-Dyna Temporal Sampler",
+            display_name=TEMPORAL_SAMPLER,
             category=CATEGORY,
             description=(
                 "Samples an X-Dyna video of any length: overlapping windows of frames, averaged, with the "
@@ -380,11 +429,19 @@ class XDynaTemporalSampler(io.ComfyNode):
         denoise,
         pose_images=None,
     ) -> io.NodeOutput:
+        model = require_xdyna_model(model, TEMPORAL_SAMPLER)
+        positive = require_conditioning(positive, TEMPORAL_SAMPLER, "positive")
+        negative = require_conditioning(negative, TEMPORAL_SAMPLER, "negative")
+        reference = require_reference(reference, TEMPORAL_SAMPLER)
+        seed = seed_value(seed, TEMPORAL_SAMPLER)
+        cfg = finite_number(cfg, TEMPORAL_SAMPLER, "cfg", 0.0, 100.0)
+        denoise = finite_number(denoise, TEMPORAL_SAMPLER, "denoise", 0.0, 1.0)
         count = frame_count(frames, pose_images)
         latent = xdyna_initial_latent(reference, count, seed)["samples"]
         windows = ContextOptions(window_length, window_overlap, schedule, seed)
         args = (seed, steps, cfg, sampler_name, scheduler, denoise, windows)
         samples = sample_video(model, positive, negative, latent, *args)
+        require_finite(samples, TEMPORAL_SAMPLER, "the sampled video", SAMPLED_NAN_FIX)
         return io.NodeOutput({"samples": samples})
 
 

@@ -13,18 +13,34 @@ import comfy.utils
 import torch
 from comfy import model_management
 
+from ..xdyna_core.checkpoints import LATENT_CHANNELS, XDynaLayoutError
+
 # AnimateDiff's schedule, which X-Dyna samples with (docs/xdyna_model.md §4): betas = linspace(0.00085, 0.012, 1000).
 XDYNA_SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012}
 
 PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def sd15_unet_config(unet_sd: dict[str, torch.Tensor], out_channels: int | None = None) -> dict:
+def sd15_unet_config(
+    unet_sd: dict[str, torch.Tensor], out_channels: int | None = None, source: str = "<state dict>"
+) -> dict:
     """ComfyUI's `unet_config` for an SD1.5-architecture UNet in diffusers keys, with widths read from the tensors.
 
     ComfyUI's own diffusers detection only recognises the real sizes (model_channels 320, context 768), so
-    tiny test checkpoints with the same layout need their config derived here.
+    tiny test checkpoints with the same layout need their config derived here. A missing tensor is reported
+    as an XDynaLayoutError naming `source`.
     """
+    try:
+        return _sd15_unet_config(unet_sd, out_channels)
+    except KeyError as missing:
+        raise XDynaLayoutError(
+            source,
+            f"the weights lack the tensor {missing.args[0]!r} of the SD1.5 layout: the file is incomplete "
+            "or another model; download it again",
+        ) from None
+
+
+def _sd15_unet_config(unet_sd: dict[str, torch.Tensor], out_channels: int | None) -> dict:
     widths = [unet_sd[f"down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(4)]
     base = unet_sd["conv_in.weight"].shape[0]
     if any(w % base for w in widths):
@@ -58,13 +74,13 @@ def diffusers_to_comfy_unet(unet_sd: dict[str, torch.Tensor], unet_config: dict)
     return {mapping[k]: unet_sd[k] for k in mapping if k in unet_sd}
 
 
-def build_sd15_model(unet_sd: dict[str, torch.Tensor], precision: str = "auto"):
+def build_sd15_model(unet_sd: dict[str, torch.Tensor], precision: str = "auto", source: str = "<state dict>"):
     """A ComfyUI MODEL (ModelPatcher) holding the SD1.5 UNet from these weights, sampling with sqrt_linear betas.
 
     Dtype selection, manual casting and device placement follow ComfyUI's own diffusion-model loader, so the
-    memory manager treats it like any UNet it loaded itself.
+    memory manager treats it like any UNet it loaded itself. `source` (the file) is named in errors.
     """
-    unet_config = sd15_unet_config(unet_sd)
+    unet_config = sd15_unet_config(unet_sd, source=source)
     comfy_sd = diffusers_to_comfy_unet(unet_sd, unet_config)
     model_config = comfy.supported_models.SD15(unet_config)
     model_config.sampling_settings = dict(XDYNA_SAMPLING_SETTINGS)
@@ -85,7 +101,12 @@ def build_sd15_model(unet_sd: dict[str, torch.Tensor], precision: str = "auto"):
     model = model_config.get_model(comfy_sd, "")
     missing = sorted(set(model.diffusion_model.state_dict()) - set(comfy_sd))
     if missing:
-        raise ValueError(f"the UNet weights lack {len(missing)} tensors of the SD1.5 layout, e.g. {missing[:3]}")
+        count = f"{len(missing)} tensor{'s' if len(missing) > 1 else ''}"
+        raise XDynaLayoutError(
+            source,
+            f"the UNet weights lack {count} of the SD1.5 layout (e.g. {missing[:3]} in ComfyUI's names): the file "
+            "is incomplete or another model; download it again",
+        )
     patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
     patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
     if not model_management.is_device_cpu(offload_device):
@@ -108,11 +129,17 @@ def clip_vision_penultimate_of_zeros(clip_vision) -> torch.Tensor:
     return out[1].to(model_management.intermediate_device())
 
 
+CONTROLNET_FIX = (
+    "; load X-Dyna's controlnet-checkpoint-epoch-5.ckpt (pose) or controlnet-face-checkpoint-epoch-2.ckpt (S-Face) "
+    "from Hugging Face Boese0601/X-Dyna"
+)
 _HINT_CONVS = ["controlnet_cond_embedding.conv_in", *(f"controlnet_cond_embedding.blocks.{i}" for i in range(6))]
 _HINT_CONVS.append("controlnet_cond_embedding.conv_out")
 
 
-def diffusers_controlnet_to_comfy(sd: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+def diffusers_controlnet_to_comfy(
+    sd: dict[str, torch.Tensor], config: dict, source: str = "<state dict>"
+) -> dict[str, torch.Tensor]:
     """Rename a diffusers `ControlNetModel`'s keys to ComfyUI's (ldm) names."""
     names = {k: v for k, v in comfy.utils.unet_to_diffusers(config).items() if k in sd}
     for suffix in ("weight", "bias"):
@@ -123,24 +150,36 @@ def diffusers_controlnet_to_comfy(sd: dict[str, torch.Tensor], config: dict) -> 
             names[f"{conv}.{suffix}"] = f"input_hint_block.{2 * i}.{suffix}"
     unknown = sorted(set(sd) - set(names))
     if unknown:
-        raise ValueError(f"not an SD1.5 ControlNet in diffusers layout: unexpected keys such as {unknown[:3]}")
+        raise XDynaLayoutError(
+            source,
+            f"not an SD1.5 ControlNet in diffusers layout: unexpected keys such as {unknown[:3]}{CONTROLNET_FIX}",
+        )
     return {names[k]: v for k, v in sd.items()}
 
 
-def build_sd15_controlnet(sd: dict[str, torch.Tensor], precision: str = "auto"):
+def build_sd15_controlnet(sd: dict[str, torch.Tensor], precision: str = "auto", source: str = "<state dict>"):
     """A core ComfyUI ControlNet from an SD1.5-architecture diffusers ControlNet, config read from the tensors.
 
     Core's own loader recognises diffusers ControlNets only at the real SD1.5 sizes; this builds the same
     core objects for any width, with the hint channels (3 for pose, 6 for S-Face) taken from the weights.
+    `source` (the file) is named in errors.
     """
     import comfy.cldm.cldm
     import comfy.controlnet
     import comfy.ops
 
     if "controlnet_cond_embedding.conv_in.weight" not in sd:
-        raise ValueError("not a diffusers-format ControlNet (no controlnet_cond_embedding.conv_in.weight)")
-    config = sd15_unet_config(sd, out_channels=4)
-    comfy_sd = diffusers_controlnet_to_comfy(sd, config)
+        raise XDynaLayoutError(
+            source, f"not a diffusers-format ControlNet (no controlnet_cond_embedding.conv_in.weight){CONTROLNET_FIX}"
+        )
+    if "conv_in.weight" in sd and sd["conv_in.weight"].shape[1] != LATENT_CHANNELS:
+        raise XDynaLayoutError(
+            source,
+            f"this ControlNet reads {sd['conv_in.weight'].shape[1]}-channel latents (an inpainting ControlNet?), "
+            f"not the {LATENT_CHANNELS}-channel SD1.5 latent{CONTROLNET_FIX}",
+        )
+    config = sd15_unet_config(sd, out_channels=4, source=source)
+    comfy_sd = diffusers_controlnet_to_comfy(sd, config, source)
     load_device = model_management.get_torch_device()
     dtype = PRECISIONS[precision] or model_management.unet_dtype(
         model_params=-1, weight_dtype=comfy.utils.weight_dtype(comfy_sd)
@@ -156,7 +195,9 @@ def build_sd15_controlnet(sd: dict[str, torch.Tensor], precision: str = "auto"):
     control_model = comfy.cldm.cldm.ControlNet(**config)
     missing, unexpected = control_model.load_state_dict(comfy_sd, strict=False)
     if missing or unexpected:
-        raise ValueError(
-            f"ControlNet weights do not fit the SD1.5 layout: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        raise XDynaLayoutError(
+            source,
+            f"the ControlNet weights do not fit the SD1.5 layout (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}): the file is incomplete or another model{CONTROLNET_FIX}",
         )
     return comfy.controlnet.ControlNet(control_model, load_device=load_device, manual_cast_dtype=manual_cast_dtype)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from ..xdyna_core.components import XDynaComponents
 from ..xdyna_core.group_norm import joint_group_norm
 from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
+from ..xdyna_core.seeds import SEED_MAX, torch_seed
+from ..xdyna_core.validation import XDynaInputError
 from .controlnets import adopt_controls, check_controls
 from .sigmas import xdyna_model_sampling
 
@@ -54,10 +57,6 @@ COND, UNCOND = 0, 1
 # X-Dyna's parts on top of SD1.5; all on is the released model, subsets are for ablations and tests.
 PARTS = frozenset({"dynamics_adapter", "ip_adapter", "motion_modules", "joint_group_norm"})
 SLOT_NAME = "xdyna_motion_module"  # not a number: the block's own layers keep their indices (and keys)
-
-
-class XDynaInputError(ValueError):
-    """Inputs that cannot be evaluated by X-Dyna (sizes, frame counts); the message says what to change."""
 
 
 # --- where X-Dyna's parts sit in ComfyUI's SD1.5 UNet ------------------------------------------------------
@@ -360,6 +359,7 @@ class XDynaPatch:
         frames' locals are dropped here, so the copy and the tensors it held are released at once.
         """
         guider = executor.class_obj
+        args, kwargs = _seed_in_torch_range(guider, args, kwargs)
         noise = args[0] if args else kwargs["noise"]
         self.check_run(guider, noise)
         adopt_controls(getattr(guider, "conds", {}) or {})
@@ -436,6 +436,19 @@ def remove_xdyna_patches(model: comfy.model_patcher.ModelPatcher) -> None:
 def _is_xdyna_entry(entry) -> bool:
     handler = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
     return isinstance(getattr(handler, "__self__", None), XDynaPatch)
+
+
+def _seed_in_torch_range(guider, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The run's arguments with its seed read as `seeds.torch_seed` reads it (the same draws for every seed), so
+    that core's samplers, which seed generators with `seed + 1`, take the whole widget range up to 2**64 - 1."""
+    try:
+        bound = inspect.signature(guider.outer_sample).bind(*args, **kwargs)
+    except (TypeError, ValueError):  # another ComfyUI's signature: leave the run as it is
+        return args, kwargs
+    seed = bound.arguments.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX:
+        bound.arguments["seed"] = torch_seed(seed)
+    return bound.args, bound.kwargs
 
 
 def restore_unet(patcher: comfy.model_patcher.ModelPatcher) -> None:

@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .file_kinds import git_lfs_pointer_message, git_lfs_pointer_size, human_size
 from .motion_module import MotionModule
 
 logger = logging.getLogger("xdyna")
@@ -43,9 +44,13 @@ _ADAPTER_KEY = re.compile(
 _IP_KEY = re.compile(r"^(.+\.transformer_blocks\.\d+\.attn2)\.(to_k_ip\.weight|to_v_ip\.weight)$")
 _MOTION_KEY = re.compile(r"^((?:down_blocks\.\d+|up_blocks\.\d+|mid_block)\.motion_modules\.\d+)\.(.+)$")
 _SPATIAL_BLOCK = re.compile(r"^(.+\.attentions\.\d+\.transformer_blocks\.\d+)\.attn1\.to_q\.weight$")
-_RESNET = re.compile(r"^((?:down|up)_blocks)\.(\d+)\.resnets\.(\d+)\.conv1\.weight$")
+# Any key of a ResNet (not one named tensor), so a file missing that tensor is not taken for one ResNet short.
+_RESNET = re.compile(r"^((?:down|up)_blocks)\.(\d+)\.resnets\.(\d+)\.")
 _ADAPTER_NAMES = ("to_q_ff.weight", "to_out_ff.weight", "to_out_ff.bias")
 _IP_NAMES = ("to_k_ip.weight", "to_v_ip.weight")
+LATENT_CHANNELS = 4  # the SD1.5 VAE latent X-Dyna's UNet reads and writes
+# torch.save's legacy format begins with a pickled LONG1 of this magic number (torch/serialization.py).
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 class XDynaCheckpointError(ValueError):
@@ -161,12 +166,35 @@ def _pickle_stream_is_cut(path: Path) -> bool:
     return False
 
 
+def _out_of_memory(path: Path) -> XDynaCheckpointError:
+    return XDynaCheckpointError(
+        path,
+        f"reading it ran out of memory (the file is {human_size(path.stat().st_size)}): either this machine lacks "
+        "the RAM for it, or the file is damaged and claims an impossible size. Compare its size with the "
+        "original download and download it again if they differ; otherwise free memory (close other programs).",
+    )
+
+
+def _is_legacy_torch_file(head: bytes) -> bool:
+    """Whether a file starts as `torch.save` wrote files before the zip format: a pickle of its magic number."""
+    return head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32]
+
+
 def _load_pickle(path: Path) -> object:
     is_zip = zipfile.is_zipfile(path)
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(32)
     if not is_zip and head.startswith(b"PK"):  # a zip archive without its central directory: cut short
         raise _damaged(path, EOFError("zip archive has no end-of-archive record"))
+    if not is_zip and not _is_legacy_torch_file(head):
+        # Only torch.save's two formats are weight files; unpickling anything else can ask for absurd sizes
+        # (a random .bin ends in MemoryError) or report "forbidden globals" for what is just noise.
+        raise XDynaCheckpointError(
+            path,
+            f"this is not a PyTorch weight file (neither torch.save's zip nor its legacy format; it starts with "
+            f"{head[:8]!r}): another kind of file under a weight file's name, or a damaged one. Download the "
+            "model file again.",
+        )
     try:
         # mmap keeps a multi-GB file out of RAM until its tensors are used (zip format only).
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
@@ -174,6 +202,8 @@ def _load_pickle(path: Path) -> object:
         if not is_zip and _pickle_stream_is_cut(path):
             raise _damaged(path, e) from None
         raise _refused_pickle(path, e) from None
+    except MemoryError:
+        raise _out_of_memory(path) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, IndexError, struct.error) as e:
         raise _damaged(path, e) from None
 
@@ -187,10 +217,15 @@ def read_weights_file(path: str | os.PathLike) -> object:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    pointer = git_lfs_pointer_size(path)
+    if pointer is not None:
+        raise XDynaCheckpointError(path, git_lfs_pointer_message(path, pointer))
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         try:
             return load_file(str(path), device="cpu")
+        except MemoryError:
+            raise _out_of_memory(path) from None
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise _damaged(path, e) from None
     if suffix in PICKLE_SUFFIXES:
@@ -303,7 +338,34 @@ def _check_block_keys(source: str, part: str, blocks: dict[str, StateDict], name
             )
 
 
+def _check_latent_channels(source: str, unet: StateDict) -> None:
+    """X-Dyna's UNet reads and writes the 4-channel SD1.5 latent; inpainting UNets read 9 and fail only mid-run."""
+    found_in = unet["conv_in.weight"].shape[1] if unet["conv_in.weight"].ndim == 4 else None
+    out = unet.get("conv_out.weight")
+    found_out = out.shape[0] if out is not None and out.ndim == 4 else None
+    if found_in == LATENT_CHANNELS and found_out in (LATENT_CHANNELS, None):
+        return
+    if found_in == 9:
+        what = "an inpainting UNet (4 latent channels + 4 of the masked image + 1 of the mask)"
+    else:
+        what = f"a UNet reading {found_in} and writing {found_out} channels"
+    raise XDynaLayoutError(
+        source,
+        f"this is {what}, but X-Dyna's UNet reads and writes the {LATENT_CHANNELS}-channel SD1.5 latent. "
+        f"Load {UNET_FILE_HINT} here.",
+    )
+
+
 def _read_config(source: str, unet: StateDict, motion: dict[str, StateDict]) -> UNetShapeConfig:
+    try:
+        return _config_from_tensors(source, unet, motion)
+    except KeyError as missing:
+        raise XDynaLayoutError(
+            source, f"the UNet lacks the tensor {missing.args[0]!r} of the SD1.5 layout; re-download {UNET_FILE_HINT}."
+        ) from None
+
+
+def _config_from_tensors(source: str, unet: StateDict, motion: dict[str, StateDict]) -> UNetShapeConfig:
     resnets: dict[tuple[str, int], int] = {}
     for key in unet:
         if m := _RESNET.match(key):
@@ -366,6 +428,7 @@ def split_xdyna_unet(sd: Mapping[str, torch.Tensor], source: str | os.PathLike =
             source,
             f"no UNet weights found ('conv_in.weight' is missing; keys look like {list(sd)[:3]}). Load {UNET_FILE_HINT}.",
         )
+    _check_latent_channels(source, unet)
     missing = [
         name
         for name, part in (

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .seeds import torch_seed
+
 BLUR_KERNEL_SIZE = 9
 BLUR_SIGMA = 18.0
 SHARP_THRESHOLD = 0.5  # an element stays sharp where its uniform draw is >= this (probability 0.5)
@@ -27,14 +29,11 @@ SHARP_THRESHOLD = 0.5  # an element stays sharp where its uniform draw is >= thi
 # XORed into the user's seed so the mask is a stream of its own, apart from the initial noise that ComfyUI draws
 # from `manual_seed(seed)` (comfy.sample.prepare_noise) and from the window offsets (`windows.window_offsets`).
 _MASK_STREAM = 0x626C_7572_6D61_736B
-_MAX_SEED = 2**64 - 1
 
 
 def mask_generator(seed: int) -> torch.Generator:
-    """The CPU generator the blur mask of a run with `seed` is drawn from."""
-    if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"the seed must lie in [0, 2**64 - 1], got {seed}")
-    return torch.Generator(device="cpu").manual_seed(seed ^ _MASK_STREAM)
+    """The CPU generator the blur mask of a run with `seed` (0 to 2**64 - 1, read as `seeds.torch_seed`) is drawn from."""
+    return torch.Generator(device="cpu").manual_seed(torch_seed(seed) ^ _MASK_STREAM)
 
 
 def gaussian_kernel(

@@ -24,6 +24,8 @@ from typing import Literal
 
 import torch
 
+from .seeds import torch_seed
+
 MAX_WINDOW_LENGTH = 24  # the motion modules' sinusoidal position encoding covers 24 frames (pos_encoder.pe)
 DEFAULT_WINDOW_LENGTH = 16
 DEFAULT_OVERLAP = 4
@@ -34,7 +36,6 @@ CONTEXT_SCHEDULES: tuple[str, ...] = ("uniform_closed_loop", "static")
 # XORed into the user's seed so the offsets are a stream of their own, apart from the initial noise that
 # ComfyUI draws from `manual_seed(seed)` and from the blur mask (`latents.mask_generator`).
 _OFFSET_STREAM = 0x6F66_6673_6574_7321
-_MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def context_windows(
 
 
 def window_offsets(seed: int, steps: int, length: int = DEFAULT_WINDOW_LENGTH) -> list[int]:
-    """One tiling offset per step, uniform in [0, length − 1] as released, drawn from a generator seeded by `seed`.
+    """One tiling offset per step, uniform in [0, length − 1] as released, drawn from a generator seeded by `seed`
+    (0 to 2**64 - 1, read as `seeds.torch_seed`).
 
     The released code draws `randint(0, length − 1)` every step (even when N ≤ length and the offset goes
     unused); so do we, so that the offsets of a run do not depend on the video's length.
@@ -135,9 +137,7 @@ def window_offsets(seed: int, steps: int, length: int = DEFAULT_WINDOW_LENGTH) -
         raise ValueError(f"the number of steps cannot be negative, got {steps}")
     if length < 1:
         raise ValueError(f"the window length must be at least 1 frame, got {length}")
-    if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"the seed must lie in [0, 2**64 - 1], got {seed}")
-    generator = torch.Generator(device="cpu").manual_seed(seed ^ _OFFSET_STREAM)
+    generator = torch.Generator(device="cpu").manual_seed(torch_seed(seed) ^ _OFFSET_STREAM)
     # One draw per step, so a run's first k offsets do not depend on how many steps follow.
     return [int(torch.randint(0, length, (1,), generator=generator)) for _ in range(steps)]
 

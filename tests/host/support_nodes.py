@@ -260,3 +260,107 @@ class TinyControlNet:
 
 
 SUPPORT_NODES["XDynaTest_TinyControlNet"] = TinyControlNet
+
+
+# --- bad inputs, as other packs and broken models hand them over ------------------------------------------------
+
+
+def _poisoned(images: torch.Tensor, value: float) -> torch.Tensor:
+    """One value of one frame replaced (frame 57 of a 100-frame clip, the middle one of shorter clips)."""
+    out = images.clone()
+    frame = 57 if images.shape[0] > 57 else images.shape[0] // 2
+    out[frame, images.shape[1] // 2, images.shape[2] // 2, 1] = value
+    return out
+
+
+IMAGE_DEFECTS = {
+    "none": lambda x: x,
+    "nan_in_one_frame": lambda x: _poisoned(x, float("nan")),
+    "inf_in_one_frame": lambda x: _poisoned(x, float("inf")),
+    "uint8": lambda x: (x * 255).round().to(torch.uint8),
+    "uint8_as_float": lambda x: (x * 255).round() / 255,  # what a uint8 image means, as a float IMAGE
+    "fp16": lambda x: x.half(),
+    "bf16": lambda x: x.bfloat16(),
+    "one_channel": lambda x: x[..., :1].contiguous(),
+    "two_channels": lambda x: x[..., :2].contiguous(),
+    "rgba_opaque": lambda x: torch.cat([x, torch.ones_like(x[..., :1])], dim=-1),
+    "rgba_transparent": lambda x: torch.cat([x, torch.full_like(x[..., :1], 0.5)], dim=-1),
+    "no_batch_dimension": lambda x: x[0],
+    "empty_batch": lambda x: x[:0],
+    "channels_first": lambda x: x.movedim(-1, 1).contiguous(),
+    "mask_like": lambda x: x[..., 0].contiguous(),
+    "scaled_0_255": lambda x: x * 255,
+    "int32": lambda x: (x * 255).round().to(torch.int32),
+}
+
+
+class RandomClip:
+    """A seeded random IMAGE batch in [0, 1] (stands in for loaded frames)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("INT", {"default": 4, "min": 1}),
+                "width": ("INT", {"default": 48, "min": 1}),
+                "height": ("INT", {"default": 64, "min": 1}),
+                "seed": ("INT", {"default": 0}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, frames, width, height, seed):
+        return (torch.rand(frames, height, width, 3, generator=torch.Generator().manual_seed(seed)),)
+
+
+class BadImage:
+    """An IMAGE with one defect of IMAGE_DEFECTS, as another pack or a broken model could emit it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "defect": (list(IMAGE_DEFECTS),)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "spoil"
+    CATEGORY = "testing"
+
+    def spoil(self, image, defect):
+        return (IMAGE_DEFECTS[defect](image),)
+
+
+class NaNDuringSampling:
+    """A MODEL whose UNet output turns NaN in its last frame from its `call`-th evaluation (an fp16 overflow)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "call": ("INT", {"default": 1, "min": 1})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model, call):
+        import comfy.patcher_extension
+
+        calls = {"n": 0}
+
+        def overflow(executor, *args, **kwargs):
+            out = executor(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] >= call:
+                out = out.clone()
+                out[-1] = float("nan")
+            return out
+
+        spoiled = model.clone()
+        key = "xdyna_test_nan"
+        spoiled.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, key, overflow)
+        return (spoiled,)
+
+
+SUPPORT_NODES["XDynaTest_RandomClip"] = RandomClip
+SUPPORT_NODES["XDynaTest_BadImage"] = BadImage
+SUPPORT_NODES["XDynaTest_NaNDuringSampling"] = NaNDuringSampling

@@ -41,5 +41,5 @@ def test_start_count_stride_and_face_canvases(comfy_host):
     torch.testing.assert_close(run(poses, stride=4, face_canvases="global"), clip[[0, 4, 8], ..., :3])
     with pytest.raises(ValueError, match="start is 10, but the hint clip has 10 frames"):
         run(face, start=10)
-    with pytest.raises(TypeError, match="hints must be"):
+    with pytest.raises(TypeError, match="hints input must be pose frames"):
         run(clip)

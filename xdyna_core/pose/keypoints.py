@@ -217,10 +217,21 @@ def _canvas_size(frame: Mapping[str, Any], default_size: tuple[int, int] | None)
                 "the pose frame has no canvas_width/canvas_height; give the canvas size of the image it was detected on"
             )
         return default_size
-    width, height = int(width), int(height)
+    width, height = _pixels(width, "canvas_width"), _pixels(height, "canvas_height")
     if width < 1 or height < 1:
         raise PoseFormatError(f"canvas size must be positive, got {width}x{height}")
     return width, height
+
+
+def _pixels(value: Any, key: str) -> int:
+    """A canvas side in whole pixels (numbers and numeric text, as editors write them)."""
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise PoseFormatError(f"{key} is {value!r}, not a number of pixels") from None
 
 
 def _looks_normalized(people: list[dict[str, np.ndarray | None]]) -> bool:
@@ -297,6 +308,14 @@ def frames_from_pose_keypoint(
 
     Frames without a canvas size take the previous frame's (or `default_size`).
     """
+    try:
+        return _frames_from_value(value, coords, default_size)
+    except RecursionError:
+        # JSON text (or a structure) nested thousands of levels deep: no pose is, and Python's parser gives up
+        raise PoseFormatError("pose keypoints are nested too deeply to be pose frames") from None
+
+
+def _frames_from_value(value: Any, coords: CoordinateStyle, default_size: tuple[int, int] | None) -> list[PoseFrame]:
     if isinstance(value, (str, bytes)):
         try:
             value = json.loads(value)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..file_kinds import git_lfs_pointer_message, git_lfs_pointer_size
+
 logger = logging.getLogger("xdyna")
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -35,6 +37,24 @@ GPU_MEMORY_PROVIDERS = (
 )
 PROVIDER_CHOICES = ("auto", "cpu")
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+
+# onnxruntime's exception classes for a file it cannot parse (retrying on another provider cannot help)
+_FILE_ERRORS = ("InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoSuchFile")
+POSE_MODELS_HINT = "DWPose's yolox_l.onnx and dw-ll_ucoco_384.onnx from Hugging Face yzd-v/DWPose"
+
+
+class OnnxFileError(ValueError):
+    """An ONNX file onnxruntime cannot open: damaged, cut short, a Git LFS pointer, or not an ONNX model."""
+
+
+def _unreadable(path: str | Path, error: BaseException) -> OnnxFileError:
+    detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return OnnxFileError(
+        f"{path}: onnxruntime cannot read this ONNX model ({type(error).__name__}: {detail}); the file is damaged "
+        "or incomplete (cut short while downloading?) or not an ONNX model. Delete it and run the node again (the "
+        f"released files, {POSE_MODELS_HINT}, are downloaded anew), or download it again yourself."
+    )
 
 
 class OnnxRuntimeMissingError(ImportError):
@@ -118,6 +138,9 @@ class OnnxModel:
     @classmethod
     def load(cls, path: str | Path, providers: list[str], device_id: int | None = None) -> OnnxModel:
         ort = import_onnxruntime()
+        pointer = git_lfs_pointer_size(path)
+        if pointer is not None:
+            raise OnnxFileError(f"{path}: {git_lfs_pointer_message(path, pointer)}")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initializers) are noise here
         try:
@@ -128,28 +151,36 @@ class OnnxModel:
                 provider_options=_provider_options(providers, device_id),
             )
         except Exception as err:  # a broken accelerator install must not stop the pre-pass: fall back to CPU
-            if providers == [CPU_PROVIDER]:
-                raise
+            if providers == [CPU_PROVIDER] or type(err).__name__ in _FILE_ERRORS:
+                raise _unreadable(path, err) from None
             logger.warning(
                 "X-Dyna: %s could not start on %s (%s); running it on the CPU", Path(path).name, providers, err
             )
-            session = ort.InferenceSession(str(path), sess_options=options, providers=[CPU_PROVIDER])
+            try:
+                session = ort.InferenceSession(str(path), sess_options=options, providers=[CPU_PROVIDER])
+            except Exception as cpu_err:
+                raise _unreadable(path, cpu_err) from None
         return cls.from_session(session, str(path))
 
     @classmethod
     def from_session(cls, session: Any, path: str = "<memory>") -> OnnxModel:
         inputs = session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"{path}: expected an ONNX model with one image input, found {[i.name for i in inputs]}")
+            raise OnnxFileError(
+                f"{path}: expected an ONNX model with one image input, found {[i.name for i in inputs]}: this is "
+                f"not one of the pose models; use {POSE_MODELS_HINT}"
+            )
         (image,) = inputs
         if image.type not in _ORT_DTYPES:
-            raise ValueError(
-                f"{path}: input {image.name!r} has type {image.type}, expected one of {sorted(_ORT_DTYPES)}"
+            raise OnnxFileError(
+                f"{path}: input {image.name!r} has type {image.type}, expected one of {sorted(_ORT_DTYPES)}; use "
+                f"{POSE_MODELS_HINT}"
             )
         shape = tuple(d if isinstance(d, int) and d > 0 else None for d in image.shape)
         if len(shape) != 4:
-            raise ValueError(
-                f"{path}: input {image.name!r} has shape {image.shape}, expected [batch, 3, height, width]"
+            raise OnnxFileError(
+                f"{path}: input {image.name!r} has shape {image.shape}, expected [batch, 3, height, width]; use "
+                f"{POSE_MODELS_HINT}"
             )
         outputs = tuple(o.name for o in session.get_outputs())
         return cls(session, path, image.name, shape, np.dtype(_ORT_DTYPES[image.type]), outputs)
