@@ -88,7 +88,9 @@ def main() -> int:
                 eps = one_call(setup, call_frames)
                 error = (eps - reference_eps).abs().max().item()
                 scale = reference_eps.abs().max().item()
-                print(f"{precision}: one UNet call ({call_frames} frames) vs fp32: max |diff| {error:.4g} (of {scale:.3g})")
+                print(
+                    f"{precision}: one UNet call ({call_frames} frames) vs fp32: max |diff| {error:.4g} (of {scale:.3g})"
+                )
                 if not torch.isfinite(eps).all():
                     raise RuntimeError(f"{precision} eps is not finite")
             for frames in frames_list:
@@ -147,7 +149,9 @@ def lowvram_check(setup, frames: int) -> None:
         offloaded = one_call(setup, frames, seed=1)
     finally:
         comfy.model_management.load_models_gpu = real
-    print(f"fp16: X-Dyna weights half offloaded vs fully loaded: max |diff| {(offloaded - full).abs().max().item():.3g}")
+    print(
+        f"fp16: X-Dyna weights half offloaded vs fully loaded: max |diff| {(offloaded - full).abs().max().item():.3g}"
+    )
 
 
 if __name__ == "__main__":
