@@ -32,26 +32,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 
-def hints(args: argparse.Namespace):
-    """Pose and S-Face hints for `args.frames` frames, in the chosen representation."""
+def hints(args: argparse.Namespace, host):
+    """Pose and S-Face hints for `args.frames` frames, in the chosen representation (from the pack as loaded)."""
     frames, height, width = args.frames[0], args.height, args.width
     gen = torch.Generator().manual_seed(0)
     if args.hints == "tensor":
         return torch.rand(frames, height, width, 3, generator=gen), torch.rand(frames, height, width, 6, generator=gen)
-    from xdyna_core.face.condition import SFaceCondition
-    from xdyna_core.pose.keypoints import PersonPose, PoseFrame
-    from xdyna_core.pose.pose_frames import PoseHintFrames
+    condition = harness.pack(host, "xdyna_core.face.condition")
+    keypoints = harness.pack(host, "xdyna_core.pose.keypoints")
+    pose_frames = harness.pack(host, "xdyna_core.pose.pose_frames")
 
     rng = np.random.default_rng(0)
     body = np.column_stack([rng.uniform(0.2, 0.8, 18) * width, rng.uniform(0.1, 0.9, 18) * height, np.ones(18)])
-    poses = [PoseFrame(width, height, [PersonPose(body + [i % 7, 0, 0])]) for i in range(frames)]
+    poses = [keypoints.PoseFrame(width, height, [keypoints.PersonPose(body + [i % 7, 0, 0])]) for i in range(frames)]
     driving = (torch.rand(frames, height, width, 3, generator=gen) * 255).round().div(255)
     box = torch.tensor([width // 4, height // 8, 3 * width // 4, height // 2])
     centres = torch.tensor([[width // 3, height // 4], [2 * width // 3, height // 4], [width // 2, height // 3]])
-    face = SFaceCondition(
+    face = condition.SFaceCondition(
         driving, width, height, box.expand(frames, 4), centres.expand(frames, 3, 2), ["detected"] * frames
     )
-    return PoseHintFrames(poses, width, height), face
+    return pose_frames.PoseHintFrames(poses, width, height), face
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -61,7 +61,7 @@ def child(args: argparse.Namespace) -> dict:
     frames = args.frames[0]
     pose = face = None
     if args.controlnets:
-        pose, face = hints(args)
+        pose, face = hints(args, host)
     baseline = harness.peak_rss_bytes()
     positive, negative = harness.conditioning(setup, pose, face)
     cuda = torch.cuda.is_available()

@@ -1,0 +1,55 @@
+"""The benchmark scripts run here at small sizes, so they cannot rot unnoticed: the GPU check script
+(`benchmarks/gpu_check.py`) in its smoke mode, so the one run a GPU session gets is not spent on a broken
+script, and the sampling benchmark with hints rendered a window at a time. Every stage must print its line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.host.conftest import COMFYUI_PATH
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    env = dict(os.environ, COMFYUI_PATH=str(COMFYUI_PATH))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_the_sampling_benchmark_counts_the_work_with_rendered_hints():
+    out = run_benchmark("sampling.py", "--frames", "16", "20", "--steps", "1", "--hints", "render")
+    rows = re.findall(r"^\s+(\d+)\s+[\d.]+\s+[\d.]+\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
+    assert [row[0] for row in rows] == ["16", "20"], out
+    for _, unet, released_unet, controlnet, released_controlnet in rows:
+        assert unet == released_unet, out  # every UNet frame-evaluation of the release is made
+        assert 0 < int(controlnet) < int(released_controlnet), out  # ControlNets shared by branches and windows
+    assert re.search(r"^peak at 20 frames / at 16: [\d.]+$", out, re.M), out
+
+
+def test_the_gpu_check_script_runs_end_to_end_in_smoke_mode():
+    out = run_benchmark("gpu_check.py", "--smoke")
+    assert "gpu_check: ok" in out
+    for precision in ("fp16", "bf16"):
+        call = re.search(rf"^{precision}: one UNet call .* max \|diff\| (\S+) \(of (\S+)\)$", out, re.M)
+        assert call, out
+        diff, scale = float(call.group(1)), float(call.group(2))
+        assert 0 < diff < 0.05 * scale, call.group(0)  # half precision differs from fp32, but only by rounding
+        runs = re.findall(rf"^{precision}: (\d+) frames, 2 steps: .* UNet frames (\d+) \(released (\d+)\)", out, re.M)
+        assert [frames for frames, _, _ in runs] == ["16", "20"], out
+        for _, ours, released in runs:
+            assert int(ours) == int(released), out  # the same UNet work as the release: no frame skipped
+    offload = re.search(r"^fp16: X-Dyna weights half offloaded vs fully loaded: max \|diff\| (\S+)$", out, re.M)
+    assert offload and float(offload.group(1)) == 0.0, out
