@@ -11,9 +11,11 @@ fp16 would (the support package's `XDYNA_TEST_COMPUTE`), so the `auto` precision
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import av
@@ -56,8 +58,18 @@ def start_server(base: Path, models: Path, shared_data: Path, compute: str | Non
             os.environ[COMPUTE_ENV] = saved
 
 
+def release_in_process_models() -> None:
+    """Free what the in-process host of the earlier tests still holds: a real-size server needs ~12 GB."""
+    management = sys.modules.get("comfy.model_management")
+    if management is not None:
+        management.unload_all_models()
+        management.soft_empty_cache()
+    gc.collect()
+
+
 @pytest.fixture(scope="module", params=["server-default", "fp16-like-a-gpu"])
 def server(request, tmp_path_factory, real_size_models, shared_data):
+    release_in_process_models()
     compute = "fp16" if request.param == "fp16-like-a-gpu" else None
     running = start_server(tmp_path_factory.mktemp(request.param), real_size_models, shared_data, compute)
     yield request.param, running
