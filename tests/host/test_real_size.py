@@ -15,13 +15,13 @@ import gc
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import av
 import pytest
 
-from tests.fixtures.real_size import write_real_size_models
 from tests.host.comfy_server import ComfyServer
 from tests.host.conftest import COMFYUI_PATH
 from tests.host.support_nodes import COMPUTE_ENV
@@ -36,7 +36,10 @@ CACHE_ENV = "XDYNA_REAL_SIZE_CACHE"  # a folder to keep the generated weights in
 def real_size_models(tmp_path_factory) -> Path:
     cache = os.environ.get(CACHE_ENV)
     models = Path(cache) if cache else tmp_path_factory.mktemp("real-size") / "models"
-    write_real_size_models(models)
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.fixtures.real_size", str(models), str(COMFYUI_PATH)]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, f"writing the real-size weights failed:\n{done.stderr[-4000:]}"
     return models
 
 
