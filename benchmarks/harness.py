@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
 from tests.fixtures.official_layout import SD15_UNET, TINY_UNET, UNetLayout  # noqa: E402
 from tests.fixtures.weights import controlnet_state_dict  # noqa: E402
 from tests.host.comfy_host import ComfyHost, find_comfyui  # noqa: E402
-from tests.host.xdyna_setup import device_computes_in, pack, random_reference, tiny_xdyna  # noqa: E402
+from tests.host.xdyna_setup import apply_controlnets, device_computes_in, pack, random_reference, tiny_xdyna  # noqa: E402
 
 LAYOUTS = {"tiny": TINY_UNET, "sd15": SD15_UNET}
 
@@ -71,21 +71,15 @@ def conditioning(setup: Setup, pose_hints=None, face_hints=None):
     text = [[torch.zeros(1, 77, setup.layout.cross_attention_dim), {}]]
     if pose_hints is None and face_hints is None:
         return text, text
-    sampling = pack(setup.host, "nodes.sampling_nodes")
-    return sampling.XDynaApplyControlNets.execute(
+    return apply_controlnets(
+        setup.host,
         text,
         text,
-        pose_strength=1.0,
-        pose_start=0.0,
-        pose_end=1.0,
-        face_strength=1.0,
-        face_start=0.0,
-        face_end=1.0,
         pose_controlnet=setup.pose if pose_hints is not None else None,
         pose_images=pose_hints,
         face_controlnet=setup.face if face_hints is not None else None,
         face_condition=face_hints,
-    ).args
+    )
 
 
 def sample(setup: Setup, positive, negative, frames: int, steps: int, window=16, overlap=4, model=None):

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from tests.host.support_nodes import TinyControlNet
-from tests.host.xdyna_setup import comfy_eps, oracle_eps, pack, random_reference, recording, tiny_xdyna
+from tests.host.xdyna_setup import (
+    apply_controlnets,
+    comfy_eps,
+    oracle_eps,
+    pack,
+    random_reference,
+    recording,
+    tiny_xdyna,
+)
 
 H, W, T_INDEX = 4, 6, 500
 
@@ -163,19 +171,14 @@ def test_hints_are_min_max_normalised_per_stream_over_the_clip(comfy_host, tiny,
     model = apply(comfy_host, tiny.model, tiny, reference)
 
     def run(hint, normalize):
-        positive, negative = sampling.XDynaApplyControlNets.execute(
+        positive, negative = apply_controlnets(
+            comfy_host,
             [[text(1), {}]],
             [[text(1), {}]],
-            pose_strength=1.0,
-            pose_start=0.0,
-            pose_end=1.0,
-            face_strength=1.0,
-            face_start=0.0,
-            face_end=1.0,
             normalize_hints=normalize,
             pose_controlnet=control,
             pose_images=hint,
-        ).args
+        )
         args = (model, positive, negative, reference, 5, 3, 1, 7.5, "ddim", "xdyna_ddim", 16, 4, "uniform_closed_loop")
         return sampling.XDynaTemporalSampler.execute(*args, 1.0).args[0]["samples"]
 
@@ -244,19 +247,14 @@ def test_core_context_windows_give_each_window_its_own_hint_frames(comfy_host, t
     frames = 20
     hint = torch.arange(frames, dtype=torch.float32).div(100).reshape(-1, 1, 1, 1).expand(-1, H * 8, W * 8, 3)
     control = TinyControlNet().load(3, 3)[0]
-    positive, negative = sampling.XDynaApplyControlNets.execute(
+    positive, negative = apply_controlnets(
+        comfy_host,
         [[text(1), {}]],
         [[text(1), {}]],
-        pose_strength=1.0,
-        pose_start=0.0,
-        pose_end=1.0,
-        face_strength=1.0,
-        face_start=0.0,
-        face_end=1.0,
         normalize_hints=False,
         pose_controlnet=control,
         pose_images=hint.contiguous(),
-    ).args
+    )
     controlnet = pack(comfy_host, "xdyna_comfy.controlnets").XDynaControlNet
     seen, current = [], []
     real_control, real_hints = controlnet.get_control, controlnet._hints

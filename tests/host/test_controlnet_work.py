@@ -14,7 +14,7 @@ import torch
 
 from tests.fixtures.official_layout import TINY_UNET
 from tests.host.support_nodes import TinyControlNet
-from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
+from tests.host.xdyna_setup import apply_controlnets, pack, random_reference, tiny_xdyna
 
 H, W, STEPS = 4, 6, 3
 
@@ -53,7 +53,6 @@ def text(seed):
 
 
 def controls(comfy_host, frames, positive_text, negative_text, core=False):
-    sampling = pack(comfy_host, "nodes.sampling_nodes")
     gen = torch.Generator().manual_seed(frames)
     pose = TinyControlNet().load(1, 3)[0]
     face = TinyControlNet().load(2, 6)[0]
@@ -67,20 +66,15 @@ def controls(comfy_host, frames, positive_text, negative_text, core=False):
         positive, negative = apply(positive, negative, pose, pose_hints, 1.0, 0.0, 1.0)
         positive, negative = apply(positive, negative, face, face_hints, 1.0, 0.0, 1.0)
         return positive, negative
-    return sampling.XDynaApplyControlNets.execute(
+    return apply_controlnets(
+        comfy_host,
         positive,
         negative,
-        pose_strength=1.0,
-        pose_start=0.0,
-        pose_end=1.0,
-        face_strength=1.0,
-        face_start=0.0,
-        face_end=1.0,
         pose_controlnet=pose,
         pose_images=pose_hints,
         face_controlnet=face,
         face_condition=face_hints,
-    ).args
+    )
 
 
 def sample(comfy_host, setup, frames, conditioning, seed=5):

@@ -8,7 +8,7 @@ import torch
 from tests.fixtures.official_layout import SD15_UNET, TINY_UNET, controlnet_key_shapes
 from tests.fixtures.weights import controlnet_state_dict, save_ckpt
 from tests.host.support_nodes import SUPPORT_NODES, TinyControlNet
-from tests.host.xdyna_setup import pack, random_reference, tiny_xdyna
+from tests.host.xdyna_setup import apply_controlnets, pack, random_reference, tiny_xdyna
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,9 @@ def test_pack_loader_node_reads_tensors_only_ckpt(comfy_host, glue):
 
 
 def apply(comfy_host, **kwargs):
-    nodes = pack(comfy_host, "nodes.sampling_nodes")
     positive = [[torch.zeros(1, 77, 32), {}]]
     negative = [[torch.ones(1, 77, 32), {}]]
-    defaults = dict(pose_strength=1.0, pose_start=0.0, pose_end=1.0, face_strength=1.0, face_start=0.0, face_end=1.0)
-    return nodes.XDynaApplyControlNets.execute(positive, negative, **{**defaults, **kwargs})
+    return apply_controlnets(comfy_host, positive, negative, **kwargs)
 
 
 def test_controlnets_chain_and_share_hints(comfy_host, glue):
@@ -125,7 +123,7 @@ def test_core_controlnets_get_each_windows_frames_too(comfy_host, glue):
     frames = torch.rand(20, 32, 48, 3, generator=torch.Generator().manual_seed(3))
     positive, negative = [[torch.zeros(1, 77, 32), {}]], [[torch.ones(1, 77, 32), {}]]  # as `apply` uses
     core = core_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control, frames, 1.0, 0.0, 1.0)
-    ours = apply(comfy_host, pose_controlnet=control, pose_images=frames, normalize_hints=False).args
+    ours = apply(comfy_host, pose_controlnet=control, pose_images=frames, normalize_hints=False)
 
     def run(conditioning):
         latent = torch.zeros(20, 4, 4, 6)

@@ -7,7 +7,7 @@ import torch
 
 from tests.fixtures.official_layout import TINY_UNET
 from tests.host.support_nodes import TinyControlNet
-from tests.host.xdyna_setup import pack, random_reference, recording, tiny_xdyna
+from tests.host.xdyna_setup import apply_controlnets, pack, random_reference, recording, tiny_xdyna
 from tests.oracles.official_loop import alphas_cumprod, ddim_timesteps
 
 H, W = 4, 6
@@ -106,21 +106,8 @@ def test_bad_sampler_inputs_are_named(comfy_host, setup, kwargs, message):
 def test_face_frames_that_differ_from_the_video_are_an_error(comfy_host, setup):
     text = setup[2]
     face = TinyControlNet().load(1, 6)[0]
-    conditioning = (
-        pack(comfy_host, "nodes.sampling_nodes")
-        .XDynaApplyControlNets.execute(
-            text,
-            text,
-            pose_strength=1.0,
-            pose_start=0.0,
-            pose_end=1.0,
-            face_strength=1.0,
-            face_start=0.0,
-            face_end=1.0,
-            face_controlnet=face,
-            face_condition=torch.rand(4, H * 8, W * 8, 6),
-        )
-        .args
+    conditioning = apply_controlnets(
+        comfy_host, text, text, face_controlnet=face, face_condition=torch.rand(4, H * 8, W * 8, 6)
     )
     with pytest.raises(ValueError, match="S-Face ControlNet hint has 4 frames but the video has 20"):
         sample(comfy_host, setup, frames=20, steps=1, conditioning=conditioning)

@@ -18,6 +18,7 @@ from tests.host.xdyna_setup import (
     PRECISION_TIERS,
     SD15_LATENT_SCALE,
     STORAGE_DTYPES,
+    apply_controlnets,
     device_computes_in,
     pack,
     random_reference,
@@ -75,20 +76,15 @@ def ours(comfy_host, setup, frames, pose, face, tiny=None, precision="fp32"):
     model_nodes = pack(comfy_host, "nodes.model_nodes")
     sampling = pack(comfy_host, "nodes.sampling_nodes")
     model = model_nodes.XDynaApplyDynamicsAdapter.execute(tiny.model, tiny.weights, reference, 1.0).args[0]
-    positive, negative = sampling.XDynaApplyControlNets.execute(
+    positive, negative = apply_controlnets(
+        comfy_host,
         [[text_cond, {}]],
         [[text_uncond, {}]],
-        pose_strength=1.0,
-        pose_start=0.0,
-        pose_end=1.0,
-        face_strength=1.0,
-        face_start=0.0,
-        face_end=1.0,
         pose_controlnet=TinyControlNet().load(POSE_SEED, 3, precision)[0] if pose is not None else None,
         pose_images=pose,
         face_controlnet=TinyControlNet().load(FACE_SEED, 6, precision)[0] if face is not None else None,
         face_condition=face,
-    ).args
+    )
     out = sampling.XDynaTemporalSampler.execute(
         model,
         positive,

@@ -21,6 +21,18 @@ def pack(comfy_host, module: str) -> ModuleType:
     return importlib.import_module(f"{comfy_host.pack_module}.{module}")
 
 
+# X-Dyna Apply ControlNets' range inputs as released: both ControlNets at strength 1 over the whole run
+RELEASED_CONTROL = dict(
+    pose_strength=1.0, pose_start=0.0, pose_end=1.0, face_strength=1.0, face_start=0.0, face_end=1.0
+)
+
+
+def apply_controlnets(comfy_host, positive, negative, **inputs):
+    """(positive, negative) from X-Dyna Apply ControlNets, with the released ranges unless `inputs` set them."""
+    node = pack(comfy_host, "nodes.sampling_nodes").XDynaApplyControlNets
+    return node.execute(positive, negative, **{**RELEASED_CONTROL, **inputs}).args
+
+
 @dataclass
 class TinyXDyna:
     state_dict: dict[str, torch.Tensor]
