@@ -28,11 +28,14 @@ from tests.host.xdyna_setup import apply_controlnets, device_computes_in, pack, 
 LAYOUTS = {"tiny": TINY_UNET, "sd15": SD15_UNET}
 
 
-def boot() -> ComfyHost:
+def boot(attention: str = "default") -> ComfyHost:
+    """ComfyUI with the pack; `attention="pytorch"` is ComfyUI's `--use-pytorch-cross-attention` (on the CPU
+    ComfyUI otherwise picks its sub-quadratic attention, which is slow at 512x896)."""
     path, where = find_comfyui()
     if path is None:
         raise SystemExit(f"no ComfyUI: {where}")
-    return ComfyHost(path, Path(tempfile.mkdtemp(prefix="xdyna-bench-")))
+    cli = {"use_pytorch_cross_attention": True} if attention == "pytorch" else {}
+    return ComfyHost(path, Path(tempfile.mkdtemp(prefix="xdyna-bench-")), cli)
 
 
 @dataclass

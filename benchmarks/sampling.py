@@ -55,7 +55,7 @@ def hints(args: argparse.Namespace, host):
 
 
 def child(args: argparse.Namespace) -> dict:
-    host = harness.boot()
+    host = harness.boot(args.attention)
     layout = harness.LAYOUTS[args.layout]
     setup = harness.build(host, layout, args.height, args.width, args.precision, controlnets=args.controlnets)
     frames = args.frames[0]
@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--precision", choices=list(harness.PRECISION_COMPUTE), default="fp32")
     parser.add_argument("--no-controlnets", dest="controlnets", action="store_false")
     parser.add_argument("--hints", choices=("tensor", "render"), default="tensor")
+    parser.add_argument(
+        "--attention", choices=("default", "pytorch"), default="default", help="pytorch: --use-pytorch-cross-attention"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -112,7 +115,7 @@ def main() -> None:
     rows = []
     for frames in args.frames:
         command = [sys.executable, __file__, "--child", "--frames", str(frames)]
-        for name in ("width", "height", "steps", "window", "overlap", "layout", "precision", "hints"):
+        for name in ("width", "height", "steps", "window", "overlap", "layout", "precision", "hints", "attention"):
             command += [f"--{name}", str(getattr(args, name))]
         command += [] if args.controlnets else ["--no-controlnets"]
         out = subprocess.run(command, capture_output=True, text=True, env=os.environ)

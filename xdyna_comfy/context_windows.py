@@ -29,7 +29,7 @@ from ..xdyna_core.windows import (
     validate_window_options,
     window_offsets,
 )
-from .controlnets import WINDOW_CALL, WindowCall, _hint_of, controls_in, last_uses, new_evaluation_id
+from .controlnets import WINDOW_CALL, WindowCall, _hint_of, control_uses, controls_in, last_uses, new_evaluation_id
 
 KEY = "xdyna"
 
@@ -95,27 +95,27 @@ class ContextOptions:
     def calc_cond_batch_wrapper(self, executor, model, conds, x_in, timestep, model_options):
         frames = x_in.shape[0]
         transformer_options = model_options.setdefault("transformer_options", {})
-        evaluation = new_evaluation_id()
+        evaluation, uses = new_evaluation_id(), control_uses(conds)
         core_frames = core_window_frames(transformer_options.get("context_window"))
         try:
             if core_frames is not None and len(core_frames) == frames:
                 # core's Context Windows node tiles this model already: x_in is one of its windows
                 total = transformer_options["context_window"].total_frames
-                transformer_options[WINDOW_CALL] = WindowCall(evaluation, core_frames)
+                transformer_options[WINDOW_CALL] = WindowCall(evaluation, core_frames, uses=uses)
                 with hints_for_window(conds, ContextWindow(core_frames), total):
                     return executor(model, conds, x_in, timestep, model_options)
             run = transformer_options.get(RUN_STATE)
             offset = run.offset_for(timestep) if run is not None else 0
             windows = context_windows(frames, self.schedule, self.length, self.overlap, offset)
             if len(windows) == 1 and windows[0].frames == tuple(range(frames)):
-                transformer_options[WINDOW_CALL] = WindowCall(evaluation, windows[0].frames)
+                transformer_options[WINDOW_CALL] = WindowCall(evaluation, windows[0].frames, uses=uses)
                 return executor(model, conds, x_in, timestep, model_options)
             plan = last_uses([w.frames for w in windows])
             fused = WindowAverage(frames, len(conds))
             for i, window in enumerate(windows):
                 model_management.throw_exception_if_processing_interrupted()
                 index = window.index(x_in.device)
-                transformer_options[WINDOW_CALL] = WindowCall(evaluation, window.frames, i, plan)
+                transformer_options[WINDOW_CALL] = WindowCall(evaluation, window.frames, i, plan, uses)
                 with hints_for_window(conds, window, frames):
                     outputs = executor(model, conds, x_in[index], _frames_of(timestep, index, frames), model_options)
                 fused.add(window, outputs)

@@ -6,7 +6,8 @@ run it for every frame of every window and for both CFG branches. `XDynaControlN
 with the same weights and settings, instead:
 
 - shares one evaluation between CFG branches whose contexts (and extra conditions) are equal, as the released
-  empty prompt makes them; branches that differ (a user prompt, `control_apply_to_uncond`) get their own;
+  empty prompt makes them, whether core batches the branches into one UNet call or, short of memory, runs
+  them one after the other; branches that differ (a user prompt, `control_apply_to_uncond`) get their own;
 - keeps a frame's residuals from the first window of an evaluation that needs them to the last, following the
   window plan the context-window wrapper publishes, so overlapping and wrapped-round frames are computed once;
   the cache holds only frames still to be used, and moves to the offload device past a memory budget;
@@ -71,17 +72,34 @@ class WindowCall:
         frames: the video frames of the window, in the order of the batch.
         index: the window's position in the evaluation's plan.
         last_use: frame → index of the last window of the evaluation that needs it (empty: no reuse).
+        uses: id of a ControlNet → how many condition chunks of the window run it. Core batches the chunks
+            into one UNet call when memory allows and splits them otherwise; until a ControlNet has served
+            them all it keeps the window's residuals for the chunks still due (empty: no such sharing).
     """
 
     evaluation: int
     frames: tuple[int, ...]
     index: int = 0
     last_use: Mapping[int, int] = field(default_factory=dict)
+    uses: Mapping[int, int] = field(default_factory=dict)
 
 
 def last_uses(windows: Sequence[Sequence[int]]) -> dict[int, int]:
     """Frame → the index of the last window that contains it."""
     return {frame: i for i, window in enumerate(windows) for frame in window}
+
+
+def control_uses(conds) -> dict[int, int]:
+    """id of each ControlNet in the conditioning (chains included) → the number of condition chunks that run it."""
+    uses: dict[int, int] = {}
+    for cond_list in conds:
+        for cond in cond_list or []:
+            control, seen = cond.get("control") if isinstance(cond, dict) else None, set()
+            while control is not None and id(control) not in seen:
+                seen.add(id(control))
+                uses[id(control)] = uses.get(id(control), 0) + 1
+                control = getattr(control, "previous_controlnet", None)
+    return uses
 
 
 def normalisation_ranges(hints: HintFrames, stream_channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,6 +160,8 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
 
     def _reset(self) -> None:
         self._evaluation: int | None = None
+        self._window: int | None = None  # index of the window being served, and its condition chunks served
+        self._served = 0
         self._groups: list[tuple[torch.Tensor, dict]] = []
         self._cache: dict[tuple[int, int], Residuals] = {}  # (group, frame) → unscaled residuals [1, ...]
         self._spilled = False
@@ -182,6 +202,10 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         if call.evaluation != self._evaluation:
             self._reset()
             self._evaluation = call.evaluation
+        if call.index != self._window:
+            self._next_window(call)
+        self._served += chunks
+        branches_due = self._served < call.uses.get(id(self), 0)  # core split the chunks: more calls will come
 
         context = cond.get("crossattn_controlnet", cond["c_crossattn"])
         extras = {c: cond[c] for c in self.extra_conds if cond.get(c) is not None}
@@ -195,7 +219,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
                 outputs.append(self._evaluate(x_noisy[rows], t[rows], context[rows], chunk_extras, call.frames))
                 continue
             if group not in per_group:
-                per_group[group] = self._window_residuals(group, x_noisy[rows], t[rows], call)
+                per_group[group] = self._window_residuals(group, x_noisy[rows], t[rows], call, branches_due)
             outputs.append(per_group[group])
         return self.control_merge(_concat(outputs), control_prev, output_dtype=None)
 
@@ -216,7 +240,9 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         self._groups.append((first, first_extras))
         return len(self._groups) - 1
 
-    def _window_residuals(self, group: int, x: torch.Tensor, t: torch.Tensor, call: WindowCall) -> Residuals:
+    def _window_residuals(
+        self, group: int, x: torch.Tensor, t: torch.Tensor, call: WindowCall, branches_due: bool
+    ) -> Residuals:
         """This window's unscaled residuals for one sharing group: cached frames reused, the others computed."""
         context, extras = self._groups[group]
         missing = [i for i, frame in enumerate(call.frames) if (group, frame) not in self._cache]
@@ -235,16 +261,23 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         for i, frame in enumerate(call.frames):
             if i not in per_frame:
                 per_frame[i] = _map(self._cache[group, frame], lambda v: v.to(x.device))
-        self._keep(group, call, {call.frames[i]: per_frame[i] for i in missing})
+        self._keep(group, call, {call.frames[i]: per_frame[i] for i in missing}, branches_due)
         return _concat([per_frame[i] for i in range(len(call.frames))])
 
-    def _keep(self, group: int, call: WindowCall, computed: dict[int, Residuals]) -> None:
-        """Cache what later windows of this evaluation need, and only that."""
+    def _next_window(self, call: WindowCall) -> None:
+        """Start serving another window: drop what neither it nor a later window needs."""
+        self._window, self._served = call.index, 0
+        for key in [k for k in self._cache if call.last_use.get(k[1], -1) < call.index]:
+            del self._cache[key]
+
+    def _keep(self, group: int, call: WindowCall, computed: dict[int, Residuals], branches_due: bool) -> None:
+        """Cache what later windows of this evaluation need and, while branches are due, this window's frames."""
         for frame, residuals in computed.items():
-            if call.last_use.get(frame, -1) > call.index:
+            if branches_due or call.last_use.get(frame, -1) > call.index:
                 self._cache[group, frame] = _map(residuals, torch.clone)
-        for key in [k for k in self._cache if k[0] == group and call.last_use.get(k[1], -1) <= call.index]:
-            del self._cache[key]  # this group's frames no later window needs (other groups may still be due)
+        if not branches_due:
+            for key in [k for k in self._cache if k[0] == group and call.last_use.get(k[1], -1) <= call.index]:
+                del self._cache[key]  # this group's frames no later window needs (other groups may still be due)
         nbytes = sum(v.numel() * v.element_size() for r in self._cache.values() for v in _values(r))
         if nbytes > CACHE_BUDGET_BYTES:
             offload = self.control_model_wrapped.offload_device

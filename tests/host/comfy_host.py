@@ -81,12 +81,12 @@ class PromptRun:
 class ComfyHost:
     """One booted ComfyUI per test session (its module state is global, like a running server's)."""
 
-    def __init__(self, path: Path, workdir: Path):
+    def __init__(self, path: Path, workdir: Path, cli: dict[str, Any] | None = None):
         self.path = path
         self.workdir = workdir
-        self._boot()
+        self._boot(cli or {})
 
-    def _boot(self) -> None:
+    def _boot(self, cli: dict[str, Any]) -> None:
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
         import comfy.options
@@ -96,6 +96,10 @@ class ComfyHost:
         from comfy.cli_args import args
 
         args.cpu = not torch.cuda.is_available()
+        for name, value in cli.items():  # command-line options, as main.py would have parsed them
+            if not hasattr(args, name):
+                raise ValueError(f"ComfyUI has no command-line option {name!r}")
+            setattr(args, name, value)
         import folder_paths
 
         for name in ("input", "output", "temp", "user", "models"):

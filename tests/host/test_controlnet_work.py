@@ -98,6 +98,66 @@ def test_branches_with_different_prompts_each_get_their_own_evaluation(comfy_hos
     assert sorted(counted.values()) == [2 * frames * STEPS] * 2
 
 
+@pytest.fixture
+def split_branches(comfy_host, monkeypatch):
+    """Core told there is no free memory, so it runs the CFG branches in UNet calls of their own; records the
+    number of condition chunks each ControlNet call serves and the cache size after each."""
+    import comfy.model_patcher
+
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    chunks, sizes = [], []
+    real_get, real_keep = controlnet_patch.XDynaControlNet.get_control, controlnet_patch.XDynaControlNet._keep
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        chunks.append(batched_number)
+        return real_get(self, x_noisy, t, cond, batched_number, transformer_options)
+
+    def keep(self, group, call, computed, branches_due):
+        real_keep(self, group, call, computed, branches_due)
+        sizes.append(len(self._cache))
+
+    def split():
+        monkeypatch.setattr(comfy.model_patcher.ModelPatcher, "get_free_memory", lambda self, device: 0)
+        monkeypatch.setattr(controlnet_patch.XDynaControlNet, "get_control", get_control)
+        monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
+        return chunks, sizes
+
+    return split
+
+
+@pytest.mark.parametrize("frames", [7, 40])
+def test_branches_core_runs_one_after_the_other_still_share_one_evaluation(
+    comfy_host, setup, counted, split_branches, frames
+):
+    same = text(1)
+    batched = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    chunks, sizes = split_branches()
+    context_windows = pack(comfy_host, "xdyna_comfy.context_windows")
+    with pytest.MonkeyPatch.context() as unshared:  # each branch's call computes its own residuals
+        unshared.setattr(context_windows, "control_uses", lambda conds: {})
+        counted.clear()
+        alone = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+        assert sorted(counted.values()) == [2 * frames * STEPS] * 2
+    counted.clear()
+    sizes.clear()
+    apart = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    assert chunks and set(chunks) == {1}  # every call served one branch: core did split them
+    assert sorted(counted.values()) == [frames * STEPS] * 2
+    torch.testing.assert_close(apart, alone, rtol=0, atol=0)  # the same residuals, computed once
+    torch.testing.assert_close(apart, batched, rtol=1e-4, atol=1e-4)  # UNet batch of 1 or 2: fp32 rounding
+    # held for the branch still due: at most this window's frames on top of those later windows need
+    assert max(sizes) <= min(frames, 16) + (16 if frames > 16 else 0) and sizes[-1] == 0
+
+
+def test_split_branches_with_different_prompts_each_get_their_own_evaluation(
+    comfy_host, setup, counted, split_branches
+):
+    frames = 40
+    split_branches()
+    sample(comfy_host, setup, frames, controls(comfy_host, frames, text(1), text(2)))
+    assert sorted(counted.values()) == [2 * frames * STEPS] * 2
+
+
 def test_the_released_schedule_would_evaluate_every_window_frame_of_both_branches(comfy_host):
     """The saving, from the window plan: 40 frames is 4 windows of 16 (closed loop), both branches, per step."""
     windows = pack(comfy_host, "xdyna_core.windows")
@@ -110,8 +170,8 @@ def test_cache_holds_only_frames_still_needed_and_spills_past_its_budget(comfy_h
     sizes = []
     real_keep = controlnet_patch.XDynaControlNet._keep
 
-    def keep(self, group, call, computed):
-        real_keep(self, group, call, computed)
+    def keep(self, group, call, computed, branches_due):
+        real_keep(self, group, call, computed, branches_due)
         sizes.append(len(self._cache))
 
     monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
