@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..xdyna_core.face import sface_condition_from_pose
 from ..xdyna_core.image_prep import CROP_ANCHORS
+from ..xdyna_core.pose.keypoints import frames_from_pose_keypoint
 from ..xdyna_core.pose.pose_frames import spread_index
 from ..xdyna_core.validation import finite_number, image_batch, reading_poses
 from .hint_nodes import PREVIEW_FRAMES, image_frames_input
@@ -116,6 +117,15 @@ class XDynaFaceCropper(io.ComfyNode):
                     ),
                 ),
                 image_frames_input(what="previews of the local and global canvases"),
+                PoseKeypoint.Input(
+                    "retargeted_pose",
+                    optional=True,
+                    tooltip=(
+                        "The poses the pose ControlNet draws when they are not the driving poses (X-Dyna Pose "
+                        "Retarget's pose_keypoint): the canvases are moved and scaled onto that head, so face and "
+                        "pose guidance agree where the face is. Leave unlinked for the driving poses."
+                    ),
+                ),
             ],
             outputs=[
                 FaceCondition.Output(
@@ -143,12 +153,21 @@ class XDynaFaceCropper(io.ComfyNode):
         on_no_face: str,
         body_fallback: bool = True,
         image_frames: int = PREVIEW_FRAMES,
+        retargeted_pose=None,
     ) -> io.NodeOutput:
         check_generation_size(width, height)
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
         image = image_batch(image, FACE_CROPPER)
         smoothing = finite_number(smoothing, FACE_CROPPER, "smoothing", 0.0, 10.0)
+        if retargeted_pose is not None:
+            with reading_poses(FACE_CROPPER, "retargeted_pose"):
+                drawn = len(frames_from_pose_keypoint(retargeted_pose))
+            if drawn != image.shape[0]:
+                raise ValueError(
+                    f"{FACE_CROPPER}: retargeted_pose has {drawn} frames but image has {image.shape[0]}; link the "
+                    "Pose Retarget output made from these driving frames' poses"
+                )
         with reading_poses(FACE_CROPPER, "pose_keypoint"):
             condition = sface_condition_from_pose(
                 image,
@@ -162,6 +181,7 @@ class XDynaFaceCropper(io.ComfyNode):
                 max_gap=max_gap,
                 allow_no_face=on_no_face == "black",
                 body_fallback=body_fallback,
+                follow_pose=retargeted_pose,
             )
         preview = condition.hint(spread_index(condition.num_frames, image_frames))
         return io.NodeOutput(

@@ -45,8 +45,8 @@ class XDynaPoseRetarget(io.ComfyNode):
                     options=list(RETARGET_MODES),
                     default=DEFAULT_MODE,
                     tooltip="proportions: the reference's body proportions where the driver is, at the driver's "
-                    "size (keeps the face crops on the head). limbs: the reference's proportions, size and "
-                    "place. global: the driver's proportions at the reference's size and place. none: the "
+                    "size (the head stays where the driving face is). limbs: the reference's proportions, size and "
+                    "place (link pose_keypoint to the Face Cropper's retargeted_pose too). global: the driver's proportions at the reference's size and place. none: the "
                     "driving pose as is, the framing of the released examples.",
                 ),
                 io.Int.Input(

@@ -182,3 +182,72 @@ def test_no_face_in_a_graph_is_a_clear_error(comfy_host, shared_data):
     assert "no usable face in any of the 3 frames" in message and "on_no_face" in message
     run = comfy_host.run(face_prompt("face_black.mp4", 64, 64, on_no_face="black"))
     assert not run.outputs("4")[0].hint().any()
+
+
+def retarget_prompt(clip: str, reference: str, link_face: bool) -> dict:
+    """Driving poses retargeted (limbs mode) onto the reference's body, and the S-Face condition of the driving
+    frames, its canvases following the retargeted head when `link_face`."""
+    prompt = face_prompt(clip, 256, 448)
+    prompt["7"] = {"class_type": "LoadImage", "inputs": {"image": reference}}
+    prompt["8"] = {
+        "class_type": "XDyna_MediaPipePose",
+        "inputs": {"image": ["7", 0], "mode": "images", "min_visibility": 0.3, "face": True},
+    }
+    prompt["9"] = {
+        "class_type": "XDyna_PoseRetarget",
+        "inputs": {
+            "driving_pose": ["3", 0],
+            "reference_pose": ["8", 0],
+            "mode": "limbs",
+            "anchor_frame": 0,
+            "driver_lengths": "clip",
+            "smoothing": False,
+            "frame_rate": 8.0,
+            "min_cutoff": 1.0,
+            "beta": 5.0,
+            "driving_person": 0,
+            "reference_person": 0,
+        },
+    }
+    if link_face:
+        prompt["4"]["inputs"]["retargeted_pose"] = ["9", 0]
+    return prompt
+
+
+def test_face_canvases_follow_the_retargeted_head_in_a_graph(comfy_host, shared_data):
+    mediapipe_pose_usable(comfy_host)
+    import shutil
+
+    write_clip(shared_data / "driving_1.mp4", comfy_host.input_dir / "follow_clip.mp4", frames=6)
+    shutil.copy(shared_data / "reference_1.png", comfy_host.input_dir / "follow_reference.png")
+    runs = {link: comfy_host.run(retarget_prompt("follow_clip.mp4", "follow_reference.png", link)) for link in (0, 1)}
+    stay, follow = (runs[link].outputs("4")[0] for link in (0, 1))
+    assert stay.placements is None and follow.placements is not None
+    keypoints = pack(comfy_host, "xdyna_core.pose.keypoints")
+    retargeted = keypoints.frames_from_pose_keypoint(runs[1].outputs("9")[0])
+    drawn = [f.resized(256, 448).people[0].face[:68, :2] for f in retargeted]  # where Render Pose draws it
+
+    def face_centre(canvas):  # centroid of the global canvas' face region
+        ys, xs = torch.nonzero(canvas.abs().sum(-1) > 0, as_tuple=True)
+        return np.array([xs.float().mean() + 0.5, ys.float().mean() + 0.5])
+
+    for i, points in enumerate(drawn):
+        target = np.nanmean(points, axis=0)
+        near = np.hypot(*(face_centre(follow.global_canvases([i])[0]) - target))
+        far = np.hypot(*(face_centre(stay.global_canvases([i])[0]) - target))
+        assert near < 8 < far, (i, near, far)  # the box is not centred on the landmarks: 8 px of slack
+    record = json.loads(runs[1].outputs("4")[3])
+    assert all(len(f["placement"]) == 6 for f in record["frames"])
+
+
+def test_retargeted_pose_of_other_frames_is_named(comfy_host):
+    cls = comfy_host.nodes.NODE_CLASS_MAPPINGS[NODE]
+    frames = torch.rand(5, 180, 120, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="retargeted_pose has 4 frames but image has 5"):
+        execute(cls, frames, synthetic_pose(5, 120, 180), retargeted_pose=synthetic_pose(4, 120, 180))
+    with pytest.raises(ValueError, match="the retargeted_pose input is not readable POSE_KEYPOINT"):
+        execute(cls, frames, synthetic_pose(5, 120, 180), retargeted_pose="not json")
+    # the driving poses themselves: nothing moves
+    plain = execute(cls, frames, synthetic_pose(5, 120, 180))[0]
+    same = execute(cls, frames, synthetic_pose(5, 120, 180), retargeted_pose=synthetic_pose(5, 120, 180))[0]
+    torch.testing.assert_close(same.hint(), plain.hint(), rtol=0, atol=0)

@@ -3,7 +3,8 @@
 `sface_condition_from_pose` is the whole path: carry each frame's 68 face landmarks (and the body's head
 keypoints) through the crop and resize that fit the driving frames to W×H (the crop the release uses for
 driving videos is top-biased), place boxes and patches over time (`tracking`), and return the condition,
-which cuts the canvases (`sface`) of the frames asked for (`condition`).
+which cuts the canvases (`sface`) of the frames asked for (`condition`), optionally moved onto the head of a
+retargeted pose (`follow`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 
 from ..image_prep import CropAnchor, CropBox, ResizeMethod, aspect_crop_box, map_points_through_fit
+from ..pose.keypoints import frames_from_pose_keypoint
 from .condition import SFaceCondition
+from .follow import head_placements
 from .landmarks import (
     MEDIAPIPE_TO_IBUG68,
     FaceLandmarkError,
@@ -23,6 +26,7 @@ from .landmarks import (
     landmarks_from_pose_keypoint,
     mediapipe_to_ibug68,
     rescale_points,
+    select_face,
 )
 from .sface import face_box, render_canvases
 from .tracking import FaceTrack, track_faces
@@ -85,6 +89,7 @@ def sface_condition_from_pose(
     max_gap: int = 8,
     allow_no_face: bool = False,
     body_fallback: bool = True,
+    follow_pose: Any | None = None,
 ) -> SFaceCondition:
     """The S-Face condition of driving frames of any size, at exactly `width × height`.
 
@@ -98,6 +103,9 @@ def sface_condition_from_pose(
         allow_no_face: a clip without any face gives black canvases instead of raising `NoFaceError`.
         body_fallback: place faces the landmarks miss from the same person's body head keypoints
             (`body_face`); off, such frames are only interpolated or held.
+        follow_pose: POSE_KEYPOINT of the poses the pose ControlNet draws, when they are not the driving poses
+            (X-Dyna Pose Retarget's output, one person per frame, drawn scaled to `width × height`): the
+            canvases are moved and scaled onto that head (`follow`). None: where the driving face is.
     """
     faces = landmarks_from_pose_keypoint(pose_keypoint, person)
     if len(faces) != frames.shape[0]:
@@ -109,9 +117,18 @@ def sface_condition_from_pose(
     fit = aspect_crop_box(*frame_size, width, height, crop)
     points = landmarks_in_fitted_frames(faces, frame_size, fit, width, height)
     heads = None
-    if body_fallback:
+    if body_fallback or follow_pose is not None:
         heads = [points_in_fitted_frame(f.head, f.canvas, frame_size, fit, width, height) for f in faces]
-    track = track_faces(points, width, height, stabilize, smoothing, max_gap, heads)
+    placements = None
+    if follow_pose is not None:
+        drawn = drawn_faces(follow_pose, width, height)
+        if len(drawn) != len(faces):
+            raise ValueError(
+                f"the poses to follow have {len(drawn)} frames but the driving images have {len(faces)}; give the "
+                f"retargeted poses of these frames"
+            )
+        placements = torch.from_numpy(head_placements(list(zip(points, heads)), drawn))
+    track = track_faces(points, width, height, stabilize, smoothing, max_gap, heads if body_fallback else None)
     if not track.found:
         people = sum(face.people for face in faces)
         if not allow_no_face:
@@ -140,4 +157,17 @@ def sface_condition_from_pose(
         track.status,
         crop=crop,
         resize=resize,
+        placements=placements,
     )
+
+
+def drawn_faces(pose_keypoint: Any, width: int, height: int) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    """Per frame, the first person's face landmarks and head keypoints where a pose renderer draws them on a
+    `width × height` frame (each axis scaled from the pose canvas, as `draw.draw_pose` does)."""
+    out = []
+    for frame in frames_from_pose_keypoint(pose_keypoint):
+        if (frame.width, frame.height) != (width, height):
+            frame = frame.resized(width, height)
+        face = select_face(frame, 0)
+        out.append((face.points, face.head))
+    return out

@@ -16,6 +16,7 @@ import torch
 
 from ..hints import HintFrames
 from ..image_prep import CropAnchor, ResizeMethod, fit_to_size
+from .follow import is_identity, place_canvas
 from .landmarks import FEATURE_NAMES
 from .sface import Border, cut_canvases
 
@@ -32,6 +33,8 @@ class SFaceCondition(HintFrames):
         status: per frame, `detected`, `body`, `interpolated`, `held` or `none`.
         crop, resize: how the driving frames are fitted (`image_prep.fit_to_size`).
         border: how patches crossing the frame edge are cut (`sface.patch_window`).
+        placements: optional `[F, 6]` head placements (`follow.head_placements`): each frame's canvases are
+            moved and scaled by it after cutting, onto a retargeted head. None: where the driving face is.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class SFaceCondition(HintFrames):
         crop: CropAnchor = "top_biased",
         resize: ResizeMethod = "bilinear",
         border: Border = "clip",
+        placements: torch.Tensor | None = None,
     ) -> None:
         if driving.ndim != 4 or driving.shape[-1] < 3:
             raise ValueError(f"driving frames must be [F, H, W, C>=3], got shape {tuple(driving.shape)}")
@@ -60,6 +64,11 @@ class SFaceCondition(HintFrames):
         self.centres = centres.to(torch.int64)
         self.status = tuple(status)
         self.crop, self.resize, self.border = crop, resize, border
+        if placements is not None:
+            placements = torch.as_tensor(placements, dtype=torch.float64)
+            if placements.shape != (count, 6) or not torch.isfinite(placements).all():
+                raise ValueError(f"{count} driving frames need [F, 6] finite placements, got {tuple(placements.shape)}")
+        self.placements = placements
 
     @property
     def num_frames(self) -> int:
@@ -95,6 +104,8 @@ class SFaceCondition(HintFrames):
         centres = self.centres[index].numpy()
         for k, i in enumerate(index):
             cut_canvases(out[k, ..., :3], out[k, ..., 3:], self._fitted(i), boxes[k], centres[k], self.border)
+            if self.placements is not None and not is_identity(self.placements[i]):
+                out[k] = place_canvas(out[k], self.placements[i])
         return out
 
     def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
@@ -116,9 +127,12 @@ class SFaceCondition(HintFrames):
             entry = {"frame": i, "status": self.status[i], "box": [int(v) for v in self.boxes[i]]}
             for name, centre in zip(FEATURE_NAMES, self.centres[i]):
                 entry[name] = [int(v) for v in centre]
+            if self.placements is not None:  # p ↦ A p + t onto the retargeted head: A row-major, then t
+                entry["placement"] = [round(float(v), 6) for v in self.placements[i]]
             frames.append(entry)
         return json.dumps({"width": self._width, "height": self._height, "frames": frames})
 
     def held_bytes(self) -> int:
         """Bytes this object owns (the driving frames are a reference to the caller's tensor)."""
-        return self.boxes.element_size() * self.boxes.nelement() + self.centres.element_size() * self.centres.nelement()
+        held = (self.boxes, self.centres) + (() if self.placements is None else (self.placements,))
+        return sum(t.element_size() * t.nelement() for t in held)

@@ -202,7 +202,11 @@ def pose_nodes(with_face: bool) -> list[Node]:
                 "pose",
                 column=2,
                 widgets=size,
-                links={"image": ("driving_fit", "image"), "pose_keypoint": ("driving_pose", "pose_keypoint")},
+                links={
+                    "image": ("driving_fit", "image"),
+                    "pose_keypoint": ("driving_pose", "pose_keypoint"),
+                    "retargeted_pose": ("retarget", "pose_keypoint"),
+                },
             )
         )
     nodes.append(
