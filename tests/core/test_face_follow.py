@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.fixtures.example_footage import example_footage
 from xdyna_core.face import sface_condition_from_pose
 from xdyna_core.face.condition import SFaceCondition
 from xdyna_core.face.follow import IDENTITY, head_placement, head_placements, place_canvas
@@ -93,18 +92,8 @@ W, H = 256, 448  # the driving video and the reference are 512 x 896: half size,
 
 @pytest.fixture(scope="module")
 def footage(shared_data):
-    pytest.importorskip("mediapipe.python.solutions", reason="mediapipe 0.10.x (≤ 0.10.21) not installed")
-    from xdyna_core.pose.mediapipe_backend import detect_people
-
-    with av.open(str(shared_data / "driving_1.mp4")) as video:
-        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(video.decode(video=0)) if i % 20 == 0]
-    reference = np.array(Image.open(shared_data / "reference_1.png").convert("RGB"))
-    people = detect_people(frames, video=False)
-    (ref,) = detect_people([reference], video=False)
-    height, width = frames[0].shape[:2]
-    driving = [PoseFrame(width, height, [p] if p is not None else []) for p in people]
-    images = torch.from_numpy(np.stack(frames)).float() / 255.0
-    return images, driving, PoseFrame(reference.shape[1], reference.shape[0], [ref])
+    clip = example_footage(shared_data)
+    return torch.from_numpy(np.stack(clip.frames)).float() / 255.0, clip.driving, clip.reference
 
 
 def drawn_feature_centres(frame: PoseFrame) -> np.ndarray | None:

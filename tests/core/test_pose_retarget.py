@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import av
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.fixtures.example_footage import example_footage
 from xdyna_core.pose.draw import draw_xdyna_pose
 from xdyna_core.pose.framing import MARGIN, fit_transform
 from xdyna_core.pose.keypoints import L_WRIST, NECK, NOSE, PersonPose, PoseFrame, missing_points, present
@@ -299,15 +298,9 @@ def test_fit_transform_by_hand():
 
 @pytest.fixture(scope="module")
 def real_poses(shared_data):
-    pytest.importorskip("mediapipe.python.solutions", reason="mediapipe 0.10.x (≤ 0.10.21) not installed")
-    from xdyna_core.pose.mediapipe_backend import detect_people
-
-    with av.open(str(shared_data / "driving_1.mp4")) as video:
-        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(video.decode(video=0)) if i % 20 == 0]
-    reference = np.array(Image.open(shared_data / "reference_1.png").convert("RGB"))
-    driving = detect_people(frames, video=False)
-    (ref,) = detect_people([reference], video=False)
-    return PoseFrame(reference.shape[1], reference.shape[0], [ref]), [PoseFrame(W, H, [p]) for p in driving]
+    footage = example_footage(shared_data)
+    assert all(f.people for f in footage.driving) and (footage.driving[0].width, footage.driving[0].height) == (W, H)
+    return footage.reference, footage.driving
 
 
 def test_real_footage_keeps_the_references_proportions_on_every_frame(real_poses):

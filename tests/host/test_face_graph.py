@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.host.comfy_host import PromptError
+from tests.host.xdyna_setup import retarget_inputs
 
 NODE = "XDyna_FaceCropper"
 
@@ -193,22 +194,7 @@ def retarget_prompt(clip: str, reference: str, link_face: bool) -> dict:
         "class_type": "XDyna_MediaPipePose",
         "inputs": {"image": ["7", 0], "mode": "images", "min_visibility": 0.3, "face": True},
     }
-    prompt["9"] = {
-        "class_type": "XDyna_PoseRetarget",
-        "inputs": {
-            "driving_pose": ["3", 0],
-            "reference_pose": ["8", 0],
-            "mode": "limbs",
-            "anchor_frame": 0,
-            "driver_lengths": "clip",
-            "smoothing": False,
-            "frame_rate": 8.0,
-            "min_cutoff": 1.0,
-            "beta": 5.0,
-            "driving_person": 0,
-            "reference_person": 0,
-        },
-    }
+    prompt["9"] = {"class_type": "XDyna_PoseRetarget", "inputs": retarget_inputs(("3", 0), ("8", 0), mode="limbs")}
     if link_face:
         prompt["4"]["inputs"]["retargeted_pose"] = ["9", 0]
     return prompt

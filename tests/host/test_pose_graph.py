@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.host.comfy_host import PromptError
+from tests.host.xdyna_setup import retarget_inputs
 from xdyna_core.pose.draw import draw_xdyna_pose
 from xdyna_core.pose.keypoints import PersonPose, PoseFrame, frame_to_dict, frames_from_pose_keypoint, missing_points
 
@@ -119,19 +120,7 @@ def test_retarget_error_names_the_problem(host):
         "2": {"class_type": "XDynaTest_PoseFromJSON", "inputs": {"text": json.dumps(reference)}},
         "3": {
             "class_type": "XDyna_PoseRetarget",
-            "inputs": {
-                "driving_pose": ["1", 0],
-                "reference_pose": ["2", 0],
-                "mode": "limbs",
-                "anchor_frame": 0,
-                "driver_lengths": "anchor",
-                "smoothing": False,
-                "frame_rate": 15.0,
-                "min_cutoff": 1.0,
-                "beta": 5.0,
-                "driving_person": 0,
-                "reference_person": 0,
-            },
+            "inputs": retarget_inputs(mode="limbs", driver_lengths="anchor", frame_rate=15.0),
         },
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
     }
@@ -167,19 +156,7 @@ def test_mediapipe_retarget_render_graph(host, shared_data):
         "5": {"class_type": "XDyna_MediaPipePose", "inputs": {"image": ["4", 0], **mediapipe}},
         "6": {
             "class_type": "XDyna_PoseRetarget",
-            "inputs": {
-                "driving_pose": ["5", 0],
-                "reference_pose": ["2", 0],
-                "mode": "limbs",
-                "anchor_frame": 0,
-                "driver_lengths": "clip",
-                "smoothing": True,
-                "frame_rate": ["4", 2],
-                "min_cutoff": 1.0,
-                "beta": 5.0,
-                "driving_person": 0,
-                "reference_person": 0,
-            },
+            "inputs": retarget_inputs(("5", 0), mode="limbs", smoothing=True, frame_rate=["4", 2]),
         },
         "7": {
             "class_type": "XDyna_RenderPose",
@@ -218,24 +195,6 @@ def test_mediapipe_retarget_render_graph(host, shared_data):
     spread = pack(host, "xdyna_core.pose.pose_frames").spread_index(count, 8)
     assert torch.equal(rendered[spread], retargeted_image)
     assert (rendered.amax(dim=-1) > 0).flatten(1).sum(1).min() > 2000  # every frame has a skeleton
-
-
-def retarget_inputs(**options) -> dict:
-    inputs = {
-        "driving_pose": ["1", 0],
-        "reference_pose": ["2", 0],
-        "mode": "proportions",
-        "anchor_frame": 0,
-        "driver_lengths": "clip",
-        "smoothing": False,
-        "frame_rate": 8.0,
-        "min_cutoff": 1.0,
-        "beta": 5.0,
-        "driving_person": 0,
-        "reference_person": 0,
-    }
-    inputs.update(options)
-    return inputs
 
 
 def test_retarget_modes_filters_and_framing_in_a_graph(host):

@@ -161,3 +161,23 @@ def recording(model):
     copy = model.clone()
     copy.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
     return copy, seen
+
+
+def retarget_inputs(driving=("1", 0), reference=("2", 0), **options) -> dict:
+    """API-prompt inputs of an X-Dyna Pose Retarget node: these links, the node's defaults but no smoothing at
+    8 fps, then `options`."""
+    inputs = {
+        "driving_pose": list(driving),
+        "reference_pose": list(reference),
+        "mode": "proportions",
+        "anchor_frame": 0,
+        "driver_lengths": "clip",
+        "smoothing": False,
+        "frame_rate": 8.0,
+        "min_cutoff": 1.0,
+        "beta": 5.0,
+        "driving_person": 0,
+        "reference_person": 0,
+    }
+    inputs.update(options)
+    return inputs
