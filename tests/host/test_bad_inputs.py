@@ -25,6 +25,7 @@ from tests.fixtures.weights import (
     xdyna_unet_state_dict,
 )
 from tests.host.comfy_host import PromptError
+from tests.host.prompts import tiny_xdyna_prompt
 from tests.host.support_nodes import IMAGE_DEFECTS, SUPPORT_NODES
 from tests.host.test_model_graph import TINY_IP_RESAMPLER
 from tests.host.xdyna_setup import pack
@@ -74,77 +75,22 @@ def files(comfy_host):
 
 def video_graph(**changes) -> dict:
     """X-Dyna on tiny weights, reference and pose frames from random clips; `changes` maps "node.input" to values."""
-    prompt = {
-        "model": {
-            "class_type": "XDyna_LoadModel",
-            "inputs": {"ckpt_name": "bad-good.safetensors", "precision": "fp32"},
-        },
-        "picture": {
-            "class_type": "XDynaTest_RandomClip",
-            "inputs": {"frames": 1, "width": 96, "height": 128, "seed": 1},
-        },
-        "vae": {"class_type": "XDynaTest_TinyVAE", "inputs": {"seed": 1}},
-        "clip_vision": {"class_type": "XDynaTest_TinyClipVision", "inputs": {"seed": 2}},
-        "reference": {
-            "class_type": "XDyna_LoadReference",
-            "inputs": {
-                "image": ["picture", 0],
-                "vae": ["vae", 0],
-                "clip_vision": ["clip_vision", 0],
-                "ip_adapter": "bad-ip-plus.bin",
-                "width": WIDTH,
-                "height": HEIGHT,
-                "crop": "center",
-            },
-        },
-        "patched": {
-            "class_type": "XDyna_ApplyDynamicsAdapter",
-            "inputs": {"model": ["model", 0], "xdyna": ["model", 1], "reference": ["reference", 0], "strength": 1.0},
-        },
-        "text": {"class_type": "XDynaTest_TinyConditioning", "inputs": {"seed": 3, "width": 32}},
-        "poses": {
-            "class_type": "XDynaTest_RandomClip",
-            "inputs": {"frames": FRAMES, "width": WIDTH, "height": HEIGHT, "seed": 4},
-        },
-        "pose_cn": {
-            "class_type": "XDyna_LoadControlNet",
-            "inputs": {"control_net_name": "bad-pose.safetensors", "precision": "fp32"},
-        },
-        "controls": {
-            "class_type": "XDyna_ApplyControlNets",
-            "inputs": {
-                "positive": ["text", 0],
-                "negative": ["text", 0],
-                "pose_controlnet": ["pose_cn", 0],
-                "pose_images": ["poses", 0],
-                "pose_strength": 1.0,
-                "pose_start": 0.0,
-                "pose_end": 1.0,
-                "face_strength": 1.0,
-                "face_start": 0.0,
-                "face_end": 1.0,
-                "normalize_hints": True,
-            },
-        },
-        "sampler": {
-            "class_type": "XDyna_TemporalSampler",
-            "inputs": {
-                "model": ["patched", 0],
-                "positive": ["controls", 0],
-                "negative": ["controls", 1],
-                "reference": ["reference", 0],
-                "frames": FRAMES,
-                "seed": 7,
-                "steps": 2,
-                "cfg": 7.5,
-                "sampler_name": "ddim",
-                "scheduler": "xdyna_ddim",
-                "window_length": 16,
-                "window_overlap": 4,
-                "schedule": "uniform_closed_loop",
-                "denoise": 1.0,
-            },
-        },
+    prompt = tiny_xdyna_prompt(
+        ckpt="bad-good.safetensors",
+        ip_adapter="bad-ip-plus.bin",
+        pose_controlnet="bad-pose.safetensors",
+        reference_image=("picture", 0),
+        pose_images=("poses", 0),
+        size=(WIDTH, HEIGHT),
+        frames=FRAMES,
+    )
+    prompt["picture"] = {
+        "class_type": "XDynaTest_RandomClip",
+        "inputs": {"frames": 1, "width": 96, "height": 128, "seed": 1},
+    }
+    prompt["poses"] = {
+        "class_type": "XDynaTest_RandomClip",
+        "inputs": {"frames": FRAMES, "width": WIDTH, "height": HEIGHT, "seed": 4},
     }
     for where, value in changes.items():
         node, name = where.split(".")

@@ -28,6 +28,7 @@ from tests.fixtures.weights import (
 )
 from tests.host.comfy_server import ComfyServer
 from tests.host.conftest import COMFYUI_PATH
+from tests.host.prompts import tiny_xdyna_prompt
 from tests.host.support_nodes import GC_STRESS_ENV
 from tests.host.test_model_graph import TINY_IP_RESAMPLER
 
@@ -108,82 +109,32 @@ def graph(
     second_copy=False,
 ) -> dict:
     """X-Dyna on tiny weights: Load Model → (inspect) → Apply Dynamics-Adapter → ControlNets → Temporal Sampler."""
-    ref_w, ref_h = reference_size
     model_out = ["inspect", 0]
-    prompt = {
-        "model": {
-            "class_type": "XDyna_LoadModel",
-            "inputs": {"ckpt_name": "tiny-xdyna.safetensors", "precision": "fp32"},
-        },
-        "inspect": {"class_type": "XDynaTest_InspectModel", "inputs": {"model": ["model", 0]}},
-        "image": {"class_type": "LoadImage", "inputs": {"image": "reference_1.png"}},
-        "vae": {"class_type": "XDynaTest_TinyVAE", "inputs": {"seed": 1}},
-        "clip_vision": {"class_type": "XDynaTest_TinyClipVision", "inputs": {"seed": 2}},
-        "reference": {
-            "class_type": "XDyna_LoadReference",
-            "inputs": {
-                "image": ["image", 0],
-                "vae": ["vae", 0],
-                "clip_vision": ["clip_vision", 0],
-                "ip_adapter": "tiny-ip-plus.bin",
-                "width": ref_w,
-                "height": ref_h,
-                "crop": "center",
-            },
-        },
-        "patched": {
-            "class_type": "XDyna_ApplyDynamicsAdapter",
-            "inputs": {"model": model_out, "xdyna": ["model", 1], "reference": ["reference", 0], "strength": 1.0},
-        },
-        "text": {"class_type": "XDynaTest_TinyConditioning", "inputs": {"seed": 3, "width": 32}},
-        "fitted": {
-            "class_type": "XDyna_CropResize",
-            "inputs": {"image": ["image", 0], "width": WIDTH, "height": HEIGHT, "crop": "center", "resize": "bilinear"},
-        },
-        "pose": {"class_type": "RepeatImageBatch", "inputs": {"image": ["fitted", 0], "amount": pose_frames}},
-        "pose_cn": {"class_type": "XDyna_LoadControlNet", "inputs": {"control_net_name": control, "precision": "fp32"}},
-        "controls": {
-            "class_type": "XDyna_ApplyControlNets",
-            "inputs": {
-                "positive": ["text", 0],
-                "negative": ["text", 0],
-                "pose_controlnet": ["pose_cn", 0],
-                "pose_images": ["pose", 0],
-                "pose_strength": 1.0,
-                "pose_start": 0.0,
-                "pose_end": 1.0,
-                "face_strength": 1.0,
-                "face_start": 0.0,
-                "face_end": 1.0,
-                "normalize_hints": True,
-            },
-        },
-        "sampler": {
-            "class_type": "XDyna_TemporalSampler",
-            "inputs": {
-                "model": ["failing", 0] if fail_at else ["patched", 0],
-                "positive": ["controls", 0],
-                "negative": ["controls", 1],
-                "reference": ["reference", 0],
-                "frames": frames,
-                "seed": seed,
-                "steps": 2,
-                "cfg": 7.5,
-                "sampler_name": "ddim",
-                "scheduler": "xdyna_ddim",
-                "window_length": 16,
-                "window_overlap": 4,
-                "schedule": "uniform_closed_loop",
-                "denoise": 1.0,
-            },
-        },
-        "digest": {"class_type": "XDynaTest_LatentDigest", "inputs": {"samples": ["sampler", 0]}},
+    prompt = tiny_xdyna_prompt(
+        ckpt="tiny-xdyna.safetensors",
+        ip_adapter="tiny-ip-plus.bin",
+        pose_controlnet=control,
+        reference_image=("image", 0),
+        pose_images=("pose", 0),
+        size=reference_size,
+        frames=frames,
+        seed=seed,
+        model=("inspect", 0),
+    )
+    prompt["inspect"] = {"class_type": "XDynaTest_InspectModel", "inputs": {"model": ["model", 0]}}
+    prompt["image"] = {"class_type": "LoadImage", "inputs": {"image": "reference_1.png"}}
+    prompt["fitted"] = {
+        "class_type": "XDyna_CropResize",
+        "inputs": {"image": ["image", 0], "width": WIDTH, "height": HEIGHT, "crop": "center", "resize": "bilinear"},
     }
+    prompt["pose"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["fitted", 0], "amount": pose_frames}}
+    prompt["digest"] = {"class_type": "XDynaTest_LatentDigest", "inputs": {"samples": ["sampler", 0]}}
     if fail_at:
         prompt["failing"] = {
             "class_type": "XDynaTest_FailDuringSampling",
             "inputs": {"model": ["patched", 0], "call": fail_at},
         }
+        prompt["sampler"]["inputs"]["model"] = ["failing", 0]
     if second_copy:
         # A second patched copy of the same cached MODEL, with a reference of another size, sampled after the
         # first copy's digest is recorded (its latent input comes through the digest node): it fails.
