@@ -1,4 +1,4 @@
-"""X-Dyna sampling in ComfyUI: work done, seconds per step and peak memory, against the released schedule.
+r"""X-Dyna sampling in ComfyUI: work done, seconds per step and peak memory, against the released schedule.
 
 For a size, frame count and step count it prints the UNet frame-evaluations and the frame-evaluations of each
 ControlNet the run made, the same counts for the released schedule (every window, both CFG branches, every
@@ -7,8 +7,13 @@ GPU, the process's peak RSS above the inputs on the CPU (the driving frames and 
 are built before the baseline is taken). Each configuration runs in a fresh process.
 
     python benchmarks/sampling.py --frames 16 40                                  # tiny model, 64x64, CPU
-    python benchmarks/sampling.py --frames 16 192 600 --width 512 --height 896 --steps 1 --hints render
+    python benchmarks/sampling.py --frames 16 192 600 --width 512 --height 896 --steps 1 --hints render \
+        --precision bf16 --attention pytorch                                      # CPU: ~2 min a window
     python benchmarks/sampling.py --layout sd15 --precision fp16 --frames 16 48 --width 512 --height 896  # GPU
+
+On the CPU, `--attention pytorch` (ComfyUI's `--use-pytorch-cross-attention`) replaces the sub-quadratic
+attention ComfyUI picks there, which is several times slower at 512x896; bf16 runs on the CPU's matrix units
+where it has them.
 
 `--hints tensor` feeds the ControlNets IMAGE batches (the user's own tensors, referenced); `--hints render`
 feeds pose frames drawn from keypoints and an S-Face condition cut from the driving frames, a window at a time.
@@ -89,6 +94,7 @@ def child(args: argparse.Namespace) -> dict:
         "released_unet_frames": released_unet,
         "released_controlnet_frames": released_controlnet if args.controlnets else 0,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "attention": sys.modules["comfy.ldm.modules.attention"].optimized_attention.__name__,
     }
 
 
@@ -125,7 +131,7 @@ def main() -> None:
     first = rows[0]
     print(
         f"X-Dyna {args.layout} {args.precision} at {args.width}x{args.height}, {args.steps} steps, "
-        f"windows {args.window}/{args.overlap}, hints {args.hints}, on {first['device']}"
+        f"windows {args.window}/{args.overlap}, hints {args.hints}, {first['attention']}, on {first['device']}"
     )
     print(f"{'frames':>7} {'s/step':>9} {'peak MiB':>9} {'UNet fr':>9} {'released':>9} {'CN fr':>8} {'released':>9}")
     for row in rows:

@@ -30,7 +30,10 @@ def run_benchmark(script: str, *args: str) -> str:
 
 
 def test_the_sampling_benchmark_counts_the_work_with_rendered_hints():
-    out = run_benchmark("sampling.py", "--frames", "16", "20", "--steps", "1", "--hints", "render")
+    out = run_benchmark(
+        "sampling.py", "--frames", "16", "20", "--steps", "1", "--hints", "render", "--attention", "pytorch"
+    )
+    assert ", attention_pytorch, on " in out.splitlines()[0], out  # ComfyUI's --use-pytorch-cross-attention
     rows = re.findall(r"^\s+(\d+)\s+[\d.]+\s+[\d.]+\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
     assert [row[0] for row in rows] == ["16", "20"], out
     for _, unet, released_unet, controlnet, released_controlnet in rows:
