@@ -87,3 +87,66 @@ def tiny_xdyna_prompt(
             },
         },
     }
+
+
+def tiny_workflow_nodes(
+    n,
+    *,
+    reference_image: Link,
+    pose_images: Link,
+    size: tuple[int, int],
+    seed: int,
+    steps: int,
+    fps: float,
+    filename_prefix: str,
+    face_condition: Link | None = None,
+) -> dict:
+    """A tiny X-Dyna workflow with widget defaults, from the reference and pose frames to a saved video: Load
+    Model, Load Reference (tiny VAE and CLIP vision), Apply Dynamics-Adapter, tiny text conditioning, Apply
+    ControlNets (`tiny-pose-cn`, and `tiny-face-cn` on `face_condition` when given), Temporal Sampler, VAE
+    Decode, Create Video, Save Video. `n(class_type, **inputs)` makes a node, filling in the widget defaults
+    the front-end would; the caller adds the nodes behind the links."""
+    width, height = size
+    face = {}
+    nodes = {
+        "model": n("XDyna_LoadModel", ckpt_name="tiny-xdyna.safetensors", precision="fp32"),
+        "vae": n("XDynaTest_TinyVAE", seed=1),
+        "clip_vision": n("XDynaTest_TinyClipVision", seed=2),
+        "reference": n(
+            "XDyna_LoadReference",
+            image=link(reference_image),
+            vae=["vae", 0],
+            clip_vision=["clip_vision", 0],
+            ip_adapter="tiny-ip-plus.bin",
+            width=width,
+            height=height,
+        ),
+        "patched": n("XDyna_ApplyDynamicsAdapter", model=["model", 0], xdyna=["model", 1], reference=["reference", 0]),
+        "text": n("XDynaTest_TinyConditioning", seed=3, width=32),
+        "pose_cn": n("XDyna_LoadControlNet", control_net_name="tiny-pose-cn.safetensors", precision="fp32"),
+    }
+    if face_condition is not None:
+        nodes["face_cn"] = n("XDyna_LoadControlNet", control_net_name="tiny-face-cn.safetensors", precision="fp32")
+        face = {"face_controlnet": ["face_cn", 0], "face_condition": link(face_condition)}
+    nodes["controls"] = n(
+        "XDyna_ApplyControlNets",
+        positive=["text", 0],
+        negative=["text", 0],
+        pose_controlnet=["pose_cn", 0],
+        pose_images=link(pose_images),
+        **face,
+    )
+    nodes["sampler"] = n(
+        "XDyna_TemporalSampler",
+        model=["patched", 0],
+        positive=["controls", 0],
+        negative=["controls", 1],
+        reference=["reference", 0],
+        pose_images=link(pose_images),
+        seed=seed,
+        steps=steps,
+    )
+    nodes["decode"] = n("VAEDecode", samples=["sampler", 0], vae=["vae", 0])
+    nodes["video"] = n("CreateVideo", images=["decode", 0], fps=fps)
+    nodes["save"] = n("SaveVideo", video=["video", 0], filename_prefix=filename_prefix, format="mp4", codec="h264")
+    return nodes

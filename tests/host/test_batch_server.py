@@ -31,6 +31,7 @@ from tests.fixtures.weights import (
 from tests.host.comfy_host import PACK_ROOT, widget_defaults
 from tests.host.comfy_server import ComfyServer
 from tests.host.conftest import COMFYUI_PATH
+from tests.host.prompts import tiny_workflow_nodes
 from tests.host.test_model_graph import TINY_IP_RESAMPLER
 from tests.host.test_preprocess_graph import write_clip
 
@@ -67,41 +68,16 @@ def batch_workflow(info: dict) -> dict:
         "drv": n("GetVideoComponents", video=["drv_file", 0]),
         "drv_frames": n("ImageFromBatch", image=["drv", 0], batch_index=0, length=16),
         "pose": n("XDyna_CropResize", image=["drv_frames", 0], width=WIDTH, height=HEIGHT, crop="top_biased"),
-        "model": n("XDyna_LoadModel", ckpt_name="tiny-xdyna.safetensors", precision="fp32"),
-        "vae": n("XDynaTest_TinyVAE", seed=1),
-        "clip_vision": n("XDynaTest_TinyClipVision", seed=2),
-        "reference": n(
-            "XDyna_LoadReference",
-            image=["ref", 0],
-            vae=["vae", 0],
-            clip_vision=["clip_vision", 0],
-            ip_adapter="tiny-ip-plus.bin",
-            width=WIDTH,
-            height=HEIGHT,
-        ),
-        "patched": n("XDyna_ApplyDynamicsAdapter", model=["model", 0], xdyna=["model", 1], reference=["reference", 0]),
-        "text": n("XDynaTest_TinyConditioning", seed=3, width=32),
-        "pose_cn": n("XDyna_LoadControlNet", control_net_name="tiny-pose-cn.safetensors", precision="fp32"),
-        "controls": n(
-            "XDyna_ApplyControlNets",
-            positive=["text", 0],
-            negative=["text", 0],
-            pose_controlnet=["pose_cn", 0],
-            pose_images=["pose", 0],
-        ),
-        "sampler": n(
-            "XDyna_TemporalSampler",
-            model=["patched", 0],
-            positive=["controls", 0],
-            negative=["controls", 1],
-            reference=["reference", 0],
-            pose_images=["pose", 0],
+        **tiny_workflow_nodes(
+            n,
+            reference_image=("ref", 0),
+            pose_images=("pose", 0),
+            size=(WIDTH, HEIGHT),
             seed=0,
             steps=1,
+            fps=8.0,
+            filename_prefix="xdyna/batch",
         ),
-        "decode": n("VAEDecode", samples=["sampler", 0], vae=["vae", 0]),
-        "video": n("CreateVideo", images=["decode", 0], fps=8.0),
-        "save": n("SaveVideo", video=["video", 0], filename_prefix="xdyna/batch", format="mp4", codec="h264"),
     }
 
 

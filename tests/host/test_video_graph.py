@@ -15,6 +15,7 @@ import torch
 from tests.fixtures.official_layout import TINY_UNET
 from tests.fixtures.weights import controlnet_state_dict, save_safetensors
 from tests.host.comfy_host import widget_defaults
+from tests.host.prompts import tiny_workflow_nodes
 from tests.host.support_nodes import SUPPORT_NODES
 from tests.host.test_model_graph import files  # noqa: F401  (tiny UNet and IP-Adapter files)
 from tests.host.test_preprocess_graph import write_clip
@@ -58,45 +59,18 @@ def test_reference_and_driving_video_become_a_video_file(comfy_host, clips):
         "face": n(
             "XDyna_FaceCropper", image=["driving", 0], pose_keypoint=["keypoints", 0], width=WIDTH, height=HEIGHT
         ),
-        "model": n("XDyna_LoadModel", ckpt_name="tiny-xdyna.safetensors", precision="fp32"),
         "image": n("LoadImage", image="reference_1.png"),
-        "vae": n("XDynaTest_TinyVAE", seed=1),
-        "clip_vision": n("XDynaTest_TinyClipVision", seed=2),
-        "reference": n(
-            "XDyna_LoadReference",
-            image=["image", 0],
-            vae=["vae", 0],
-            clip_vision=["clip_vision", 0],
-            ip_adapter="tiny-ip-plus.bin",
-            width=WIDTH,
-            height=HEIGHT,
-        ),
-        "patched": n("XDyna_ApplyDynamicsAdapter", model=["model", 0], xdyna=["model", 1], reference=["reference", 0]),
-        "text": n("XDynaTest_TinyConditioning", seed=3, width=32),
-        "pose_cn": n("XDyna_LoadControlNet", control_net_name="tiny-pose-cn.safetensors", precision="fp32"),
-        "face_cn": n("XDyna_LoadControlNet", control_net_name="tiny-face-cn.safetensors", precision="fp32"),
-        "controls": n(
-            "XDyna_ApplyControlNets",
-            positive=["text", 0],
-            negative=["text", 0],
-            pose_controlnet=["pose_cn", 0],
-            pose_images=["pose_frames", 0],
-            face_controlnet=["face_cn", 0],
-            face_condition=["face", 0],
-        ),
-        "sampler": n(
-            "XDyna_TemporalSampler",
-            model=["patched", 0],
-            positive=["controls", 0],
-            negative=["controls", 1],
-            reference=["reference", 0],
-            pose_images=["pose_frames", 0],
+        **tiny_workflow_nodes(
+            n,
+            reference_image=("image", 0),
+            pose_images=("pose_frames", 0),
+            size=(WIDTH, HEIGHT),
             seed=5,
             steps=2,
+            fps=15.0,
+            filename_prefix="xdyna/e2e",
+            face_condition=("face", 0),
         ),
-        "decode": n("VAEDecode", samples=["sampler", 0], vae=["vae", 0]),
-        "video": n("CreateVideo", images=["decode", 0], fps=15.0),
-        "save": n("SaveVideo", video=["video", 0], filename_prefix="xdyna/e2e", format="mp4", codec="h264"),
     }
     run = comfy_host.run(prompt)
 
