@@ -135,5 +135,34 @@ def released_work(frames: int, steps: int, window: int = 16, overlap: int = 4, o
     return per_step_unet * steps, per_step_controlnet * steps
 
 
+def _status_bytes(field: str) -> int | None:
+    """A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in bytes; None where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now."""
+    now = _status_bytes("VmRSS")
+    return now if now is not None else peak_rss_bytes()
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak-RSS count afresh from the present RSS (Linux: `clear_refs` 5); False where not possible,
+    and then the peak includes whatever came before (building the inputs, say)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The process's peak resident memory since the start or the last `reset_peak_rss`."""
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
