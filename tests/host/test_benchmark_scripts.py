@@ -1,6 +1,7 @@
 """The benchmark scripts run here at small sizes, so they cannot rot unnoticed: the GPU check script
 (`benchmarks/gpu_check.py`) in its smoke mode, so the one run a GPU session gets is not spent on a broken
-script, and the sampling benchmark with hints rendered a window at a time. Every stage must print its line."""
+script, the sampling benchmark with hints rendered a window at a time, and the MediaPipe lag benchmark on the
+first 40 frames of the example clip. Every stage must print its line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.host.conftest import COMFYUI_PATH
 
@@ -56,3 +59,12 @@ def test_the_gpu_check_script_runs_end_to_end_in_smoke_mode():
             assert int(ours) == int(released), out  # the same UNet work as the release: no frame skipped
     offload = re.search(r"^fp16: X-Dyna weights half offloaded vs fully loaded: max \|diff\| (\S+)$", out, re.M)
     assert offload and float(offload.group(1)) == 0.0, out
+
+
+def test_the_mediapipe_lag_benchmark_measures_each_group(shared_data):
+    pytest.importorskip("mediapipe.python.solutions", reason="mediapipe 0.10.x (≤ 0.10.21) not installed")
+    out = run_benchmark("mediapipe_lag.py", "--frames", "40", str(shared_data / "driving_1.mp4"))
+    assert "40 frames at 8 fps" in out, out
+    rows = dict(re.findall(r"^\s+(body \(joints 0-13\)|nose|wrists|face \(68 landmarks\))\s+(-?[\d.]+)\s", out, re.M))
+    assert set(rows) == {"body (joints 0-13)", "nose", "wrists", "face (68 landmarks)"}, out
+    assert all(-1.0 <= float(shift) <= 3.0 for shift in rows.values()), out  # within the shifts searched
