@@ -92,13 +92,9 @@ def last_uses(windows: Sequence[Sequence[int]]) -> dict[int, int]:
 def control_uses(conds) -> dict[int, int]:
     """id of each ControlNet in the conditioning (chains included) → the number of condition chunks that run it."""
     uses: dict[int, int] = {}
-    for cond_list in conds:
-        for cond in cond_list or []:
-            control, seen = cond.get("control") if isinstance(cond, dict) else None, set()
-            while control is not None and id(control) not in seen:
-                seen.add(id(control))
-                uses[id(control)] = uses.get(id(control), 0) + 1
-                control = getattr(control, "previous_controlnet", None)
+    for chain in _chains(conds):
+        for control in chain:
+            uses[id(control)] = uses.get(id(control), 0) + 1
     return uses
 
 
@@ -389,17 +385,24 @@ class ControlNetMismatchError(ValueError):
     """A ControlNet built for another UNet than the one it steers."""
 
 
-def controls_in(conds) -> list:
-    """Every distinct ControlNet object reachable from the conditioning (chains included)."""
-    found, seen = [], set()
+def _chains(conds):
+    """Per condition entry, the distinct ControlNets of its chain (head first)."""
     for cond_list in conds:
         for cond in cond_list or []:
-            control = cond.get("control") if isinstance(cond, dict) else None
-            while control is not None and id(control) not in seen:
-                seen.add(id(control))
-                found.append(control)
+            chain, control = [], cond.get("control") if isinstance(cond, dict) else None
+            while control is not None and all(control is not c for c in chain):
+                chain.append(control)
                 control = getattr(control, "previous_controlnet", None)
-    return found
+            yield chain
+
+
+def controls_in(conds) -> list:
+    """Every distinct ControlNet object reachable from the conditioning (chains included)."""
+    found: dict[int, object] = {}
+    for chain in _chains(conds):
+        for control in chain:
+            found.setdefault(id(control), control)
+    return list(found.values())
 
 
 def _hint_of(control) -> torch.Tensor | None:

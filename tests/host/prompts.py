@@ -9,6 +9,51 @@ def link(value: Link) -> list:
     return [value[0], value[1]]
 
 
+def plain_node(class_type: str, **inputs) -> dict:
+    """An API-prompt node with exactly these inputs."""
+    return {"class_type": class_type, "inputs": inputs}
+
+
+def model_nodes(
+    n,
+    *,
+    ckpt: str,
+    ip_adapter: str,
+    pose_controlnet: str,
+    reference_image: Link,
+    size: tuple[int, int],
+    model: Link = ("model", 0),
+) -> dict:
+    """The model side of a tiny X-Dyna graph: Load Model, Load Reference (tiny VAE and CLIP vision), Apply
+    Dynamics-Adapter (patching `model`, Load Model's or a node in between), tiny text conditioning and a pose
+    ControlNet. `n(class_type, **inputs)` makes a node; `size` is the reference's (width, height)."""
+    width, height = size
+    return {
+        "model": n("XDyna_LoadModel", ckpt_name=ckpt, precision="fp32"),
+        "vae": n("XDynaTest_TinyVAE", seed=1),
+        "clip_vision": n("XDynaTest_TinyClipVision", seed=2),
+        "reference": n(
+            "XDyna_LoadReference",
+            image=link(reference_image),
+            vae=["vae", 0],
+            clip_vision=["clip_vision", 0],
+            ip_adapter=ip_adapter,
+            width=width,
+            height=height,
+            crop="center",
+        ),
+        "patched": n(
+            "XDyna_ApplyDynamicsAdapter",
+            model=link(model),
+            xdyna=["model", 1],
+            reference=["reference", 0],
+            strength=1.0,
+        ),
+        "text": n("XDynaTest_TinyConditioning", seed=3, width=32),
+        "pose_cn": n("XDyna_LoadControlNet", control_net_name=pose_controlnet, precision="fp32"),
+    }
+
+
 def tiny_xdyna_prompt(
     *,
     ckpt: str,
@@ -21,36 +66,19 @@ def tiny_xdyna_prompt(
     seed: int = 7,
     model: Link = ("model", 0),
 ) -> dict:
-    """Load Model → Load Reference (tiny VAE and CLIP vision) → Apply Dynamics-Adapter → Apply ControlNets (a pose
-    ControlNet, released ranges) → Temporal Sampler (2 steps, DDIM, released windows), with tiny text
-    conditioning. The caller adds the nodes behind `reference_image` and `pose_images`; `model` is the MODEL the
-    Dynamics-Adapter patches (Load Model's, or a node in between); `size` is the reference's (width, height)."""
-    width, height = size
+    """`model_nodes` → Apply ControlNets (the pose ControlNet, released ranges) → Temporal Sampler (2 steps, DDIM,
+    released windows), every input written out. The caller adds the nodes behind `reference_image` and
+    `pose_images`."""
     return {
-        "model": {"class_type": "XDyna_LoadModel", "inputs": {"ckpt_name": ckpt, "precision": "fp32"}},
-        "vae": {"class_type": "XDynaTest_TinyVAE", "inputs": {"seed": 1}},
-        "clip_vision": {"class_type": "XDynaTest_TinyClipVision", "inputs": {"seed": 2}},
-        "reference": {
-            "class_type": "XDyna_LoadReference",
-            "inputs": {
-                "image": link(reference_image),
-                "vae": ["vae", 0],
-                "clip_vision": ["clip_vision", 0],
-                "ip_adapter": ip_adapter,
-                "width": width,
-                "height": height,
-                "crop": "center",
-            },
-        },
-        "patched": {
-            "class_type": "XDyna_ApplyDynamicsAdapter",
-            "inputs": {"model": link(model), "xdyna": ["model", 1], "reference": ["reference", 0], "strength": 1.0},
-        },
-        "text": {"class_type": "XDynaTest_TinyConditioning", "inputs": {"seed": 3, "width": 32}},
-        "pose_cn": {
-            "class_type": "XDyna_LoadControlNet",
-            "inputs": {"control_net_name": pose_controlnet, "precision": "fp32"},
-        },
+        **model_nodes(
+            plain_node,
+            ckpt=ckpt,
+            ip_adapter=ip_adapter,
+            pose_controlnet=pose_controlnet,
+            reference_image=reference_image,
+            size=size,
+            model=model,
+        ),
         "controls": {
             "class_type": "XDyna_ApplyControlNets",
             "inputs": {
@@ -101,30 +129,19 @@ def tiny_workflow_nodes(
     filename_prefix: str,
     face_condition: Link | None = None,
 ) -> dict:
-    """A tiny X-Dyna workflow with widget defaults, from the reference and pose frames to a saved video: Load
-    Model, Load Reference (tiny VAE and CLIP vision), Apply Dynamics-Adapter, tiny text conditioning, Apply
-    ControlNets (`tiny-pose-cn`, and `tiny-face-cn` on `face_condition` when given), Temporal Sampler, VAE
-    Decode, Create Video, Save Video. `n(class_type, **inputs)` makes a node, filling in the widget defaults
+    """A tiny X-Dyna workflow with widget defaults, from the reference and pose frames to a saved video:
+    `model_nodes` (`tiny-xdyna`, `tiny-ip-plus`, `tiny-pose-cn`), Apply ControlNets (and `tiny-face-cn` on
+    `face_condition` when given), Temporal Sampler, VAE Decode, Create Video, Save Video. `n(class_type, **inputs)` makes a node, filling in the widget defaults
     the front-end would; the caller adds the nodes behind the links."""
-    width, height = size
     face = {}
-    nodes = {
-        "model": n("XDyna_LoadModel", ckpt_name="tiny-xdyna.safetensors", precision="fp32"),
-        "vae": n("XDynaTest_TinyVAE", seed=1),
-        "clip_vision": n("XDynaTest_TinyClipVision", seed=2),
-        "reference": n(
-            "XDyna_LoadReference",
-            image=link(reference_image),
-            vae=["vae", 0],
-            clip_vision=["clip_vision", 0],
-            ip_adapter="tiny-ip-plus.bin",
-            width=width,
-            height=height,
-        ),
-        "patched": n("XDyna_ApplyDynamicsAdapter", model=["model", 0], xdyna=["model", 1], reference=["reference", 0]),
-        "text": n("XDynaTest_TinyConditioning", seed=3, width=32),
-        "pose_cn": n("XDyna_LoadControlNet", control_net_name="tiny-pose-cn.safetensors", precision="fp32"),
-    }
+    nodes = model_nodes(
+        n,
+        ckpt="tiny-xdyna.safetensors",
+        ip_adapter="tiny-ip-plus.bin",
+        pose_controlnet="tiny-pose-cn.safetensors",
+        reference_image=reference_image,
+        size=size,
+    )
     if face_condition is not None:
         nodes["face_cn"] = n("XDyna_LoadControlNet", control_net_name="tiny-face-cn.safetensors", precision="fp32")
         face = {"face_controlnet": ["face_cn", 0], "face_condition": link(face_condition)}
