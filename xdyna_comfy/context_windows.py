@@ -30,6 +30,7 @@ from ..xdyna_core.windows import (
     window_offsets,
 )
 from .controlnets import WINDOW_CALL, WindowCall, _hint_of, control_uses, controls_in, last_uses, new_evaluation_id
+from .runtime import release_freed_host_memory
 
 KEY = "xdyna"
 
@@ -101,6 +102,7 @@ class ContextOptions:
             if core_frames is not None and len(core_frames) == frames:
                 # core's Context Windows node tiles this model already: x_in is one of its windows
                 total = transformer_options["context_window"].total_frames
+                _start_window(x_in)
                 transformer_options[WINDOW_CALL] = WindowCall(evaluation, core_frames, uses=uses)
                 with hints_for_window(conds, ContextWindow(core_frames), total):
                     return executor(model, conds, x_in, timestep, model_options)
@@ -114,6 +116,7 @@ class ContextOptions:
             fused = WindowAverage(frames, len(conds))
             for i, window in enumerate(windows):
                 model_management.throw_exception_if_processing_interrupted()
+                _start_window(x_in)
                 index = window.index(x_in.device)
                 transformer_options[WINDOW_CALL] = WindowCall(evaluation, window.frames, i, plan, uses)
                 with hints_for_window(conds, window, frames):
@@ -133,6 +136,13 @@ class ContextOptions:
         ):
             model.remove_wrappers_with_key(kind, KEY)
             model.add_wrapper_with_key(kind, KEY, wrapper)
+
+
+def _start_window(x_in: torch.Tensor) -> None:
+    """Before a window of a CPU run: return the heap pages the last window freed (the clip's latents, held
+    throughout, share the C heap with the windows' temporaries and keep freed ones resident otherwise)."""
+    if x_in.device.type == "cpu":
+        release_freed_host_memory()
 
 
 def core_window_frames(window) -> tuple[int, ...] | None:

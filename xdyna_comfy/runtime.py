@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
+
 import comfy.utils
 from comfy import model_management
 
@@ -31,3 +35,31 @@ def frame_progress(total: int):
         bar.update_absolute(done, total_)
 
     return report
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_freed_host_memory() -> bool:
+    """Give the pages of the C heap's free chunks back to the OS (glibc `malloc_trim(0)`); False where unsupported.
+
+    glibc keeps freed blocks below its (self-raising) mmap threshold in the heap. When a clip's latents, held
+    for the whole run, sit between one window's freed temporaries, those pages stay resident and the next
+    window's temporaries land partly elsewhere, so the resident memory of a CPU run grows with the clip.
+    Trimming between windows returns them; it costs a walk of the free lists and re-faulting what is reused.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -190,5 +190,6 @@ class WindowAverage:
         averaged = []
         for total in self.sums:
             view = (self.num_frames,) + (1,) * (total.ndim - 1)
-            averaged.append(total / self.counts.to(device=total.device, dtype=total.dtype).reshape(view))
+            averaged.append(total.div_(self.counts.to(device=total.device, dtype=total.dtype).reshape(view)))
+        self.sums = [None] * len(self.sums)  # divided in place (no second clip-sized copy): the sums are spent
         return averaged

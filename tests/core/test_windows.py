@@ -149,6 +149,19 @@ def test_averaging_constants_and_several_outputs():
     torch.testing.assert_close(second, torch.full((n, 3), 7.0))
 
 
+def test_averaging_divides_the_sums_in_place():
+    """The averages are the running sums divided where they lie: no second clip-sized buffer per output."""
+    windows = uniform_closed_loop(20, 16, 4, 0)
+    fused = WindowAverage(20, 2)
+    for w in windows:
+        fused.add(w, [torch.ones(len(w), 4, 2, 2), torch.ones(len(w), 3)])
+    storages = [s.data_ptr() for s in fused.sums]
+    averaged = fused.average()
+    assert [a.data_ptr() for a in averaged] == storages
+    torch.testing.assert_close(averaged[0], torch.ones(20, 4, 2, 2), rtol=0, atol=0)
+    assert fused.sums == [None, None]  # spent: the object no longer refers to the averages
+
+
 def test_averaging_rejects_mismatches():
     windows = uniform_closed_loop(20)
     with pytest.raises(ValueError, match="expected 1"):
