@@ -110,6 +110,15 @@ def normalisation_ranges(hints: HintFrames, stream_channels: int = 3) -> tuple[t
     return low.clone(), high.clone()
 
 
+def normalise(hint: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """`[k, C, H, W]` hints min-max normalised per channel, `(hint - low) / (high - low)`; a channel with
+    `high <= low` (constant over the clip) is left as it is. `hint` is written to in place: pass one you own."""
+    low, high = (r.to(hint.device).reshape(1, -1, 1, 1) for r in (low, high))
+    varies = high > low
+    # x - 0 and x / 1 are exact, so constant channels keep their values without a second pass
+    return hint.sub_(torch.where(varies, low, 0.0)).div_(torch.where(varies, high - low, 1.0))
+
+
 def can_adopt(control) -> bool:
     """Whether a core ControlNet can run as an XDynaControlNet: a plain image-hint ControlNet (SD1.5-style)."""
     return (
@@ -305,14 +314,16 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         )
 
     def _hints(self, frames: Sequence[int], x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The hints of these frames, normalised, at the latent's size ×8, on the compute device."""
+        """The hints of these frames, normalised, at the latent's size ×8, on the compute device.
+
+        Fetched onto the compute device first (pose frames as uint8) and normalised there, so on a GPU the CPU
+        only draws and cuts; the numbers are those of normalising on the CPU (elementwise IEEE arithmetic).
+        """
         clip = self.hint_frames
         index = [0] * len(frames) if clip.num_frames == 1 else list(frames)
-        hint = clip.frames(index).movedim(-1, 1)
+        hint = clip.planar(index, x.device)
         if self.hint_ranges is not None:
-            low, high = (r.reshape(1, -1, 1, 1) for r in self.hint_ranges)
-            span = torch.where(high > low, high - low, torch.ones_like(high))
-            hint = torch.where(high > low, (hint - low) / span, hint)
+            hint = normalise(hint, *self.hint_ranges)
         height, width = x.shape[-2] * self.compression_ratio, x.shape[-1] * self.compression_ratio
         if tuple(hint.shape[-2:]) != (height, width):
             hint = comfy.utils.common_upscale(hint, width, height, self.upscale_algorithm, "center")
@@ -333,6 +344,9 @@ class ImageLayoutHints(HintFrames):
 
     def _frames(self, index: list[int]) -> torch.Tensor:
         return self.inner.frames(index)
+
+    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
+        return self.inner.planar(index, device)
 
 
 def adopt_controls(conds: Mapping[str, list]) -> None:

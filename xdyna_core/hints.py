@@ -59,6 +59,13 @@ class HintFrames(ABC):
     def _frames(self, index: list[int]) -> torch.Tensor:
         """`[len(index), H, W, C]` float32 in [0, 1] on the CPU, for indices already checked."""
 
+    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
+        """The values of `_frames` as a `[len(index), C, H, W]` float32 tensor of its own on `device`.
+
+        This one renders on the CPU and moves; subclasses move less (uint8) or render on the device.
+        """
+        return self._frames(index).to(device).movedim(-1, 1)
+
     def __len__(self) -> int:
         return self.num_frames
 
@@ -73,6 +80,25 @@ class HintFrames(ABC):
         expected = (len(index), self.height, self.width, self.channels)
         if tuple(out.shape) != expected:
             raise RuntimeError(f"{type(self).__name__} gave frames of shape {tuple(out.shape)}, expected {expected}")
+        return out
+
+    def planar(self, index: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The hints of these frames as a ControlNet takes them: `[k, C, H, W]` float32 on `device`, the
+        caller's own (it may write to it), with the values of `frames(index)`.
+
+        What a sampler's ControlNets ask for every step: the frames travel to the compute device in the form
+        they are held or drawn in (uint8 where they are uint8) and are converted there. Rendered kinds are
+        drawn channel-planar (contiguous), which keeps the per-channel arithmetic that follows fast; tensors
+        keep their own layout (on the CPU, transposing a 6-channel frame costs more than it saves).
+        """
+        device = torch.device(device)
+        out = self._planar(as_index_list(index, self.num_frames), device)
+        expected = (len(index), self.channels, self.height, self.width)
+        if tuple(out.shape) != expected or out.dtype != torch.float32 or out.device.type != device.type:
+            raise RuntimeError(
+                f"{type(self).__name__} gave planar frames of shape {tuple(out.shape)} ({out.dtype} on "
+                f"{out.device}), expected float32 {expected} on {device}"
+            )
         return out
 
     def chunks(self, size: int = STREAM_CHUNK):
@@ -128,10 +154,19 @@ class TensorHintFrames(HintFrames):
         return self.images.shape[3]
 
     def _frames(self, index: list[int]) -> torch.Tensor:
-        picked = self.images[torch.tensor(index, dtype=torch.long, device=self.images.device)].cpu()
+        picked = self._picked(index).cpu()
         if picked.dtype == torch.uint8:
             return picked.float().div_(255.0)
         return picked.float()
+
+    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
+        # moved as held (uint8 stays uint8), then converted on the device; indexing copied, so it is our own
+        picked = self._picked(index).to(device)
+        planar = picked.float().div_(255.0) if picked.dtype == torch.uint8 else picked.float()
+        return planar.movedim(-1, 1)
+
+    def _picked(self, index: list[int]) -> torch.Tensor:
+        return self.images[torch.tensor(index, dtype=torch.long, device=self.images.device)]
 
 
 class ChannelStackHintFrames(HintFrames):
@@ -170,6 +205,9 @@ class ChannelStackHintFrames(HintFrames):
 
     def _frames(self, index: list[int]) -> torch.Tensor:
         return torch.cat([part.frames(index) for part in self.parts], dim=-1)
+
+    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
+        return torch.cat([part.planar(index, device) for part in self.parts], dim=1)
 
 
 def as_hint_frames(value: HintFrames | torch.Tensor) -> HintFrames:

@@ -88,3 +88,61 @@ def test_as_hint_frames_wraps_tensors_and_passes_hint_frames_through():
     assert isinstance(as_hint_frames(torch.zeros(1, 1, 1, 3)), TensorHintFrames)
     with pytest.raises(TypeError):
         as_hint_frames([1, 2])
+
+
+# --- planar: the hints a ControlNet takes, [k, C, H, W] on its device -----------------------------------------
+
+
+def planar_kinds():
+    """One clip of every kind, 5 frames at 12×10: tensors (float, uint8), stacked, rendered pose and S-Face
+    (driving frames at the generation size, at another size, and placed onto a retargeted head)."""
+    from xdyna_core.face.condition import SFaceCondition
+    from xdyna_core.pose.keypoints import PersonPose, PoseFrame, missing_points
+    from xdyna_core.pose.pose_frames import PoseHintFrames
+
+    gen = torch.Generator().manual_seed(4)
+    images = torch.rand(5, 12, 10, 3, generator=gen)
+    body = missing_points(18)
+    body[1], body[2], body[5], body[8] = (5, 3, 1), (2, 4, 1), (8, 4, 1), (4, 10, 1)
+    poses = [PoseFrame(10, 12, [PersonPose(body + [i % 2, 0, 0])]) for i in range(5)]
+    boxes = torch.tensor([[2, 1, 8, 9]]).expand(5, 4)
+    centres = torch.tensor([[3, 3], [6, 3], [5, 7]]).expand(5, 3, 2)
+    placements = torch.tensor([[1.0, 0, 0, 1.0, 0, 0], [0.9, 0.1, -0.1, 0.9, 0.6, 0.3]]).repeat(3, 1)[:5]
+    return {
+        "tensor": TensorHintFrames(images),
+        "uint8 tensor": TensorHintFrames(torch.randint(0, 256, (5, 12, 10, 6), dtype=torch.uint8, generator=gen)),
+        "stack": ChannelStackHintFrames([TensorHintFrames(images), TensorHintFrames(images.flip(0))]),
+        "default": CountingHints(5),
+        "pose": PoseHintFrames(poses, 10, 12, stick_width=1, point_radius=1),
+        "sface": SFaceCondition(images, 10, 12, boxes, centres, ["detected"] * 5),
+        "sface resized": SFaceCondition(torch.rand(5, 24, 16, 3, generator=gen), 10, 12, boxes, centres, ["held"] * 5),
+        "sface placed": SFaceCondition(images, 10, 12, boxes, centres, ["detected"] * 5, placements=placements),
+    }
+
+
+@pytest.mark.parametrize("kind", list(planar_kinds()))
+def test_planar_frames_are_the_frames_channel_first_and_the_callers_own(kind):
+    hints = planar_kinds()[kind]
+    index = [4, 0, 4, 2]
+    expected = hints.frames(index).movedim(-1, 1)
+    planar = hints.planar(index, "cpu")
+    assert planar.shape == (4, hints.channels, hints.height, hints.width) and planar.dtype == torch.float32
+    torch.testing.assert_close(planar, expected, rtol=0, atol=0)
+    assert planar.abs().sum() > 0  # something was drawn or cut: the comparison is not between two blanks
+    if kind in ("pose", "sface", "sface resized", "sface placed"):
+        assert planar.is_contiguous()  # drawn channel-planar: per-channel arithmetic runs over whole rows
+    planar.fill_(-1.0)  # the caller may write to it (normalising in place): the clip is unchanged
+    torch.testing.assert_close(hints.planar(index), expected, rtol=0, atol=0)
+    torch.testing.assert_close(hints.frames(index).movedim(-1, 1), expected, rtol=0, atol=0)
+
+
+def test_planar_checks_indices_and_what_a_subclass_gives():
+    with pytest.raises(IndexError, match="outside a clip of 4 frames"):
+        TensorHintFrames(torch.zeros(4, 1, 1, 3)).planar([4])
+
+    class Half(CountingHints):
+        def _planar(self, index, device):
+            return super()._planar(index, device).half()
+
+    with pytest.raises(RuntimeError, match="expected float32"):
+        Half(3).planar([0])

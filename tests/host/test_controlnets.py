@@ -131,3 +131,25 @@ def test_core_controlnets_get_each_windows_frames_too(comfy_host, glue):
         return comfy.sample.sample(model, noise, 2, 7.5, "ddim", "ddim_uniform", *conditioning, latent, seed=5)
 
     assert torch.equal(run(core), run(ours))
+
+
+@pytest.mark.parametrize("layout", ["planar", "channels_last"])
+def test_normalising_in_place_gives_the_release_min_max_bit_for_bit(comfy_host, layout):
+    """`normalise` (subtract, divide, in place, on the compute device) = `where(high > low, (x - low) / (high -
+    low), x)`, the per-channel min-max as computed before it moved there; a channel constant over the clip keeps
+    its values exactly."""
+    normalise = pack(comfy_host, "xdyna_comfy.controlnets").normalise
+    gen = torch.Generator().manual_seed(8)
+    frames = torch.rand(3, 5, 4, 6, generator=gen) * 3 - 1  # [k, H, W, C] as the clip holds it
+    frames[..., 2] = 0.375
+    hint = frames.movedim(-1, 1).contiguous() if layout == "planar" else frames.movedim(-1, 1)
+    low, high = hint.amin((0, 2, 3)), hint.amax((0, 2, 3))
+    low[4], high[4] = high[4], low[4]  # a range given inverted: treated like a constant channel
+    lo, hi = low.reshape(1, -1, 1, 1), high.reshape(1, -1, 1, 1)
+    expected = torch.where(hi > lo, (hint - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)), hint)
+    original = hint.clone()
+    out = normalise(hint, low, high)
+    assert out.data_ptr() == hint.data_ptr()  # in place: no second window-sized tensor
+    assert torch.equal(out, expected)
+    assert torch.equal(out[:, [2, 4]], original[:, [2, 4]]) and not torch.equal(out[:, 0], original[:, 0])
+    assert out[:, 0].min() == 0 and out[:, 0].max() == 1

@@ -91,22 +91,40 @@ class SFaceCondition(HintFrames):
         """(width, height) of the canvases: the generation size."""
         return self._width, self._height
 
-    def _fitted(self, i: int) -> torch.Tensor:
-        """Driving frame i at the generation size, `[H, W, C]` (a view when it already has that size)."""
+    def _fitted(self, i: int, device: torch.device) -> torch.Tensor:
+        """Driving frame i at the generation size, `[H, W, C]` float32 on `device` (a view when it already has
+        that size and lies there)."""
         frame = self.driving[i : i + 1]
         fitted, _ = fit_to_size(frame, self._width, self._height, anchor=self.crop, method=self.resize)
-        return fitted[0].cpu().float()
+        return fitted[0].to(device=device, dtype=torch.float32)
 
     def _frames(self, index: list[int]) -> torch.Tensor:
-        # one frame at a time, straight into the output: a window costs its 6-channel hints and nothing more
         out = torch.zeros(len(index), self._height, self._width, 6)
+        self._cut(index, out)
+        return out
+
+    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
+        # cut on the device (pixel copies, the same anywhere) into channel-planar canvases seen as [H, W, 6]
+        out = torch.zeros(len(index), 6, self._height, self._width, device=device)
+        self._cut(index, out.permute(0, 2, 3, 1))
+        return out
+
+    def _cut(self, index: list[int], out: torch.Tensor) -> None:
+        """Write the canvases of the indexed frames into the black `[k, H, W, 6]` `out` (any layout or device).
+
+        One frame at a time, straight into the output: a window costs its 6-channel hints and nothing more.
+        A frame placed onto a retargeted head is placed on the CPU (float64 resampling) and copied in.
+        """
         boxes = self.boxes[index].tolist()
         centres = self.centres[index].numpy()
         for k, i in enumerate(index):
-            cut_canvases(out[k, ..., :3], out[k, ..., 3:], self._fitted(i), boxes[k], centres[k], self.border)
-            if self.placements is not None and not is_identity(self.placements[i]):
-                out[k] = place_canvas(out[k], self.placements[i])
-        return out
+            placed = self.placements is not None and not is_identity(self.placements[i])
+            canvas = torch.zeros(self._height, self._width, 6) if placed else out[k]
+            cut_canvases(
+                canvas[..., :3], canvas[..., 3:], self._fitted(i, canvas.device), boxes[k], centres[k], self.border
+            )
+            if placed:
+                out[k] = place_canvas(canvas, self.placements[i]).to(out.device)
 
     def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The 6-channel hint `[k, H, W, 6]` = `cat([local, global])` of the indexed frames (all by default)."""
