@@ -9,7 +9,7 @@ import torch
 from tests.fixtures.example_footage import example_footage
 from xdyna_core.face import sface_condition_from_pose
 from xdyna_core.face.condition import SFaceCondition
-from xdyna_core.face.follow import IDENTITY, head_placement, head_placements, place_canvas
+from xdyna_core.face.follow import IDENTITY, head_placement, head_placements, lit_box, place_canvas, resampled_region
 from xdyna_core.face.landmarks import FEATURE_SLICES
 from xdyna_core.pose.keypoints import PoseFrame, frames_to_pose_keypoint
 from xdyna_core.pose.retarget import retarget_frames
@@ -137,3 +137,46 @@ def test_real_footage_following_the_driving_poses_themselves_changes_nothing(foo
     pose = frames_to_pose_keypoint(driving)
     same = sface_condition_from_pose(images, pose, W, H, follow_pose=pose)
     torch.testing.assert_close(same.hint(), sface_condition_from_pose(images, pose, W, H).hint(), rtol=0, atol=0)
+
+
+def resampled_everywhere(canvas: torch.Tensor, row: np.ndarray) -> torch.Tensor:
+    """The bilinear placement computed for every output pixel from the whole canvas (the plain definition)."""
+    height, width = canvas.shape[:2]
+    matrix, offset = torch.as_tensor(row[:4]).reshape(2, 2), torch.as_tensor(row[4:])
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64) + 0.5, torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij"
+    )
+    source = (torch.stack([xs, ys], dim=-1) - offset) @ torch.linalg.inv(matrix).T
+    grid = (2.0 * source / torch.tensor([width, height], dtype=torch.float64) - 1.0).unsqueeze(0)
+    image = canvas.permute(2, 0, 1).unsqueeze(0).to(torch.float64)
+    placed = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return placed[0].permute(1, 2, 0).to(canvas.dtype)
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_a_scaled_or_turned_canvas_is_resampled_only_where_the_face_lands(case):
+    """Resampling only the placed face box gives the whole-canvas bilinear placement: the same values where the
+    face lands (to float32 rounding) and exactly black everywhere else, also for faces at or over the edges."""
+    gen = torch.Generator().manual_seed(case)
+    canvas = torch.zeros(90, 60, 6)
+    top, left = int(torch.randint(-10, 80, (1,), generator=gen)), int(torch.randint(-10, 50, (1,), generator=gen))
+    box = (slice(max(top, 0), top + 25), slice(max(left, 0), left + 18))
+    canvas[box] = torch.rand(canvas[box].shape, generator=gen) - 0.2 * (case % 2)  # some cases hold negatives
+    scale, turn = 0.5 + 1.5 * float(torch.rand(1, generator=gen)), float(torch.rand(1, generator=gen)) - 0.5
+    matrix = scale * np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    row = np.concatenate([matrix.reshape(-1), 30 * torch.randn(2, generator=gen).numpy()])
+    expected, placed = resampled_everywhere(canvas, row), place_canvas(canvas, row)
+    torch.testing.assert_close(placed, expected, rtol=0, atol=1e-6)
+    region = resampled_region(canvas, row)
+    outside = torch.ones(90, 60, dtype=torch.bool)
+    if region is not None:
+        outside[region[0], region[1]] = False
+    assert not expected[outside].any() and not placed[outside].any()  # the region holds every pixel it reaches
+    assert region is None or expected.any()
+
+
+def test_the_lit_box_bounds_every_non_black_pixel():
+    canvas = torch.zeros(30, 20, 6)
+    assert lit_box(canvas) is None and resampled_region(canvas, placement(2, 1, 1)) is None
+    canvas[4, 7, 5], canvas[11, 2, 0], canvas[9, 15, 3] = 0.5, -0.25, 1.0
+    assert lit_box(canvas) == (4, 12, 2, 16)

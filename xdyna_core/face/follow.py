@@ -87,15 +87,72 @@ def place_canvas(canvas: torch.Tensor, placement: np.ndarray | torch.Tensor) -> 
                 max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
             ]
         return out
-    row = torch.as_tensor(np.asarray(placement, dtype=np.float64))
+    out = torch.zeros_like(canvas)
+    region = resampled_region(canvas, placement)
+    if region is not None:
+        rows, cols, values = region
+        out[rows, cols] = values
+    return out
+
+
+def _span(values: np.ndarray, size: int) -> tuple[int, int]:
+    """The pixels `[first, last)` (clamped to `[0, size)`) whose centres `i + 0.5` lie within `values`' range,
+    one more either side against rounding."""
+    first = int(np.floor(values.min() - 0.5)) - 1
+    last = int(np.ceil(values.max() - 0.5)) + 2
+    return max(first, 0), min(last, size)
+
+
+def lit_box(canvas: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """`(top, bottom, left, right)` of the `[H, W, C]` canvas's non-black pixels, or None when it is all black."""
+    flat = canvas.reshape(canvas.shape[0], -1)
+    rows = ((flat.amax(1) != 0) | (flat.amin(1) != 0)).nonzero().flatten()
+    if rows.numel() == 0:
+        return None
+    band = canvas[int(rows[0]) : int(rows[-1]) + 1]
+    cols = ((band.amax(0).amax(-1) != 0) | (band.amin(0).amin(-1) != 0)).nonzero().flatten()
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def resampled_region(
+    canvas: torch.Tensor,
+    placement: np.ndarray | torch.Tensor,
+    lit: tuple[int, int, int, int] | None = None,
+) -> tuple[slice, slice, torch.Tensor] | None:
+    """The bilinearly placed `[H, W, C]` canvas where it can be non-black: `(rows, cols, values)`, or None when
+    it is black everywhere.
+
+    S-Face canvases are black but for the face: a bilinear sample reads the four pixels around its source point,
+    so it is non-black only where that point lies within half a pixel of the non-black pixels' box, and exactly
+    0 elsewhere. Only the placed image of that box is resampled, from that box of the canvas.
+
+    Args:
+        lit: `(top, bottom, left, right)` holding every non-black pixel, when the caller knows it (the face box
+            and patches it cut); found by scanning the canvas otherwise.
+    """
+    height, width = canvas.shape[:2]
+    lit = lit_box(canvas) if lit is None else lit
+    if lit is None or lit[0] >= lit[1] or lit[2] >= lit[3]:
+        return None
+    top, bottom, left, right = lit
+    row = np.asarray(placement, dtype=np.float64)
     matrix, offset = row[:4].reshape(2, 2), row[4:]
+    reach = np.array([[x, y] for x in (left - 0.5, right + 0.5) for y in (top - 0.5, bottom + 0.5)])
+    corners = reach @ matrix.T + offset  # where the readable box lands on the output canvas
+    (c0, c1), (r0, r1) = _span(corners[:, 0], width), _span(corners[:, 1], height)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    # each output pixel centre c is read from the source point A^-1 (c - t), in the cropped box's pixels
+    inverse = np.linalg.inv(matrix)
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64) + 0.5, torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij"
+        torch.arange(r0, r1, dtype=torch.float64) + 0.5, torch.arange(c0, c1, dtype=torch.float64) + 0.5, indexing="ij"
     )
-    centres = torch.stack([xs, ys], dim=-1)  # output pixel centres (x, y)
-    source = (centres - offset) @ torch.linalg.inv(matrix).T
-    size = torch.tensor([width, height], dtype=torch.float64)
-    grid = (2.0 * source / size - 1.0).unsqueeze(0)  # align_corners=False: pixel i's centre is (2i + 1) / W - 1
-    image = canvas.permute(2, 0, 1).unsqueeze(0).to(torch.float64)
+    dx, dy = xs - offset[0], ys - offset[1]
+    source_x = dx * inverse[0, 0] + dy * inverse[0, 1] - left
+    source_y = dx * inverse[1, 0] + dy * inverse[1, 1] - top
+    box_width, box_height = right - left, bottom - top
+    # align_corners=False: pixel i's centre is (2i + 1) / W - 1; beyond the box the padding is black, as the canvas is
+    grid = torch.stack([2.0 * source_x / box_width - 1.0, 2.0 * source_y / box_height - 1.0], dim=-1).unsqueeze(0)
+    image = canvas[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0).to(torch.float64)
     placed = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return placed[0].permute(1, 2, 0).to(canvas.dtype)
+    return slice(r0, r1), slice(c0, c1), placed[0].permute(1, 2, 0).to(canvas.dtype)
