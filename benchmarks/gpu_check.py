@@ -2,9 +2,11 @@
 
 Runs random weights at the released sizes (SD1.5 UNet with X-Dyna's parts, pose and S-Face ControlNets) at
 512x896 for 16 and 48 frames, both ControlNets on, 2 steps, in fp16 and in bf16, and prints seconds per step
-and peak GPU memory (`torch.cuda.max_memory_allocated`, weights included), the work done against the released
+and peak GPU memory (`torch.cuda.max_memory_allocated`, weights included; with the host RSS the run added
+above the inputs, in a process that ran the configurations before it), the work done against the released
 schedule, the fp16/bf16 deviation from fp32 on one UNet call, and one call with the X-Dyna weights half
-offloaded (lowvram) against a full load. Exits non-zero on any error. Budget: within 8 minutes on an H100/H200.
+offloaded (lowvram) against a full load, and the milliseconds per frame a ControlNet spends preparing its
+hints on the GPU (`hint_prep.py`). Exits non-zero on any error. Budget: within 8 minutes on an H100/H200.
 
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/gpu_check.py
     python benchmarks/gpu_check.py --comfyui-tarball ../shared/host/ComfyUI-0.33.0.tar.gz   # unpacks it first
@@ -101,6 +103,7 @@ def main() -> int:
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
+                host_start, resettable = harness.rss_bytes(), harness.reset_peak_rss()
                 with harness.counting(setup) as (model, work):
                     start = time.perf_counter()
                     out = harness.sample(setup, positive, negative, frames, args.steps, model=model)
@@ -110,10 +113,12 @@ def main() -> int:
                 if not torch.isfinite(out).all():
                     raise RuntimeError(f"{precision}, {frames} frames: the latents are not finite")
                 peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+                host_mib = (harness.peak_rss_bytes() - host_start) / 2**20 if resettable else float("nan")
                 released_unet, released_cn = harness.released_work(frames, args.steps)
                 cn = max(work.controlnet_frames.values(), default=0)
                 print(
-                    f"{precision}: {frames} frames, {args.steps} steps: {seconds:.2f} s/step, peak {peak:.2f} GiB, "
+                    f"{precision}: {frames} frames, {args.steps} steps: {seconds:.2f} s/step, peak {peak:.2f} GiB "
+                    f"(host RSS +{host_mib:.0f} MiB), "
                     f"UNet frames {work.unet_frames} (released {released_unet}), "
                     f"frames per ControlNet {cn} (released {released_cn})"
                 )
@@ -125,6 +130,15 @@ def main() -> int:
             failures += 1
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    try:
+        import hint_prep
+
+        rows, _ = hint_prep.measure(host, width, height, frames=12, rounds=3)
+        for name, ms in rows.items():
+            print(f"hint preparation, {name}: {ms:.2f} ms/frame")
+    except Exception:
+        traceback.print_exc()
+        failures += 1
     print(f"gpu_check: {'FAILED' if failures else 'ok'} in {time.perf_counter() - started:.0f} s")
     return 1 if failures else 0
 

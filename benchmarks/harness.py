@@ -70,6 +70,29 @@ def build(host: ComfyHost, layout: UNetLayout, height: int, width: int, precisio
 PRECISION_COMPUTE = {"fp32": ("fp32", torch.float32), "fp16": ("fp16", torch.float16), "bf16": ("bf16", torch.bfloat16)}
 
 
+def rendered_hints(host: ComfyHost, frames: int, height: int, width: int, driving_size: tuple[int, int] | None = None):
+    """Pose frames drawn from random keypoints and an S-Face condition cut from random driving frames, rendered
+    a window at a time by the pack (`driving_size`: (width, height) of the driving frames, fitted to the
+    generation size when it differs; the generation size by default)."""
+    import numpy as np
+
+    condition = pack(host, "xdyna_core.face.condition")
+    keypoints = pack(host, "xdyna_core.pose.keypoints")
+    pose_frames = pack(host, "xdyna_core.pose.pose_frames")
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    body = np.column_stack([rng.uniform(0.2, 0.8, 18) * width, rng.uniform(0.1, 0.9, 18) * height, np.ones(18)])
+    poses = [keypoints.PoseFrame(width, height, [keypoints.PersonPose(body + [i % 7, 0, 0])]) for i in range(frames)]
+    source_width, source_height = driving_size or (width, height)
+    driving = (torch.rand(frames, source_height, source_width, 3, generator=gen) * 255).round().div(255)
+    box = torch.tensor([width // 4, height // 8, 3 * width // 4, height // 2])
+    centres = torch.tensor([[width // 3, height // 4], [2 * width // 3, height // 4], [width // 2, height // 3]])
+    face = condition.SFaceCondition(
+        driving, width, height, box.expand(frames, 4), centres.expand(frames, 3, 2), ["detected"] * frames
+    )
+    return pose_frames.PoseHintFrames(poses, width, height), face
+
+
 def conditioning(setup: Setup, pose_hints=None, face_hints=None):
     text = [[torch.zeros(1, 77, setup.layout.cross_attention_dim), {}]]
     if pose_hints is None and face_hints is None:

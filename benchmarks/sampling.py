@@ -2,10 +2,10 @@ r"""X-Dyna sampling in ComfyUI: work done, seconds per step and peak memory, aga
 
 For a size, frame count and step count it prints the UNet frame-evaluations and the frame-evaluations of each
 ControlNet the run made, the same counts for the released schedule (every window, both CFG branches, every
-step; computed from the window plan), seconds per step, and peak memory: CUDA `max_memory_allocated` on a
-GPU, the process's peak RSS above the inputs on the CPU (the driving frames and pose keypoints a user loads
-are built first; the peak is then reset to the RSS holding them, so neither they nor the temporaries of
-building them count). Each configuration runs in a fresh process.
+step; computed from the window plan), seconds per step, and peak memory: the process's peak RSS above the
+inputs on every device (the driving frames and pose keypoints a user loads are built first; the peak is then
+reset to the RSS holding them, so neither they nor the temporaries of building them count), and on a GPU also
+CUDA `max_memory_allocated` (weights included). Each configuration runs in a fresh process.
 
     python benchmarks/sampling.py --frames 16 40                                  # tiny model, 64x64, CPU
     python benchmarks/sampling.py --frames 16 192 600 --width 512 --height 896 --steps 1 --hints render \
@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,23 +40,10 @@ import harness  # noqa: E402
 def hints(args: argparse.Namespace, host):
     """Pose and S-Face hints for `args.frames` frames, in the chosen representation (from the pack as loaded)."""
     frames, height, width = args.frames[0], args.height, args.width
-    gen = torch.Generator().manual_seed(0)
     if args.hints == "tensor":
+        gen = torch.Generator().manual_seed(0)
         return torch.rand(frames, height, width, 3, generator=gen), torch.rand(frames, height, width, 6, generator=gen)
-    condition = harness.pack(host, "xdyna_core.face.condition")
-    keypoints = harness.pack(host, "xdyna_core.pose.keypoints")
-    pose_frames = harness.pack(host, "xdyna_core.pose.pose_frames")
-
-    rng = np.random.default_rng(0)
-    body = np.column_stack([rng.uniform(0.2, 0.8, 18) * width, rng.uniform(0.1, 0.9, 18) * height, np.ones(18)])
-    poses = [keypoints.PoseFrame(width, height, [keypoints.PersonPose(body + [i % 7, 0, 0])]) for i in range(frames)]
-    driving = (torch.rand(frames, height, width, 3, generator=gen) * 255).round().div(255)
-    box = torch.tensor([width // 4, height // 8, 3 * width // 4, height // 2])
-    centres = torch.tensor([[width // 3, height // 4], [2 * width // 3, height // 4], [width // 2, height // 3]])
-    face = condition.SFaceCondition(
-        driving, width, height, box.expand(frames, 4), centres.expand(frames, 3, 2), ["detected"] * frames
-    )
-    return pose_frames.PoseHintFrames(poses, width, height), face
+    return harness.rendered_hints(host, frames, height, width)
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -68,11 +54,13 @@ def child(args: argparse.Namespace) -> dict:
     pose = face = None
     if args.controlnets:
         pose, face = hints(args, host)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.zeros(1, device="cuda")  # the CUDA context is the process's, not the run's (its libraries load later)
     # the inputs are held from here on; what building them cost on the way (temporaries) is not the run's
     baseline = harness.rss_bytes()
     resettable = harness.reset_peak_rss()
     positive, negative = harness.conditioning(setup, pose, face)
-    cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -83,16 +71,13 @@ def child(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
     released_unet, released_controlnet = harness.released_work(frames, args.steps, args.window, args.overlap)
-    if cuda:
-        peak, kind = torch.cuda.max_memory_allocated(), "cuda max allocated"
-    else:
-        peak = harness.peak_rss_bytes() - (baseline if resettable else 0)
-        kind = "CPU peak RSS above the inputs" if resettable else "CPU peak RSS of the process (no /proc)"
+    host_peak = harness.peak_rss_bytes() - (baseline if resettable else 0)
     return {
         "frames": frames,
         "seconds_per_step": elapsed / args.steps,
-        "peak_bytes": peak,
-        "peak_kind": kind,
+        "host_peak_bytes": host_peak,
+        "host_peak_kind": "peak RSS above the inputs" if resettable else "peak RSS of the process (no /proc)",
+        "gpu_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "unet_frames": work.unet_frames,
         "controlnet_frames": sorted(work.controlnet_frames.values()),
         "released_unet_frames": released_unet,
@@ -137,19 +122,25 @@ def main() -> None:
         f"X-Dyna {args.layout} {args.precision} at {args.width}x{args.height}, {args.steps} steps, "
         f"windows {args.window}/{args.overlap}, hints {args.hints}, {first['attention']}, on {first['device']}"
     )
-    print(f"{'frames':>7} {'s/step':>9} {'peak MiB':>9} {'UNet fr':>9} {'released':>9} {'CN fr':>8} {'released':>9}")
+    print(
+        f"{'frames':>7} {'s/step':>9} {'host MiB':>9} {'GPU MiB':>9} "
+        f"{'UNet fr':>9} {'released':>9} {'CN fr':>8} {'released':>9}"
+    )
     for row in rows:
         cn = row["controlnet_frames"][0] if row["controlnet_frames"] else 0
+        gpu = "-" if row["gpu_peak_bytes"] is None else f"{row['gpu_peak_bytes'] / 2**20:.1f}"
         print(
-            f"{row['frames']:>7} {row['seconds_per_step']:>9.3f} {row['peak_bytes'] / 2**20:>9.1f} "
+            f"{row['frames']:>7} {row['seconds_per_step']:>9.3f} {row['host_peak_bytes'] / 2**20:>9.1f} {gpu:>9} "
             f"{row['unet_frames']:>9} {row['released_unet_frames']:>9} {cn:>8} {row['released_controlnet_frames']:>9}"
         )
-    print(f"(peak: {first['peak_kind']}; CN fr: frame-evaluations per ControlNet)")
-    if len(rows) > 1 and first["peak_bytes"] > 0:
-        for row in rows[1:]:
-            print(
-                f"peak at {row['frames']} frames / at {first['frames']}: {row['peak_bytes'] / first['peak_bytes']:.3f}"
-            )
+    print(
+        f"(host: {first['host_peak_kind']}; GPU: CUDA max_memory_allocated, weights included; "
+        "CN fr: frame-evaluations per ControlNet)"
+    )
+    for key, name in (("host_peak_bytes", "host"), ("gpu_peak_bytes", "GPU")):
+        if len(rows) > 1 and first[key] is not None and first[key] > 0:
+            for row in rows[1:]:
+                print(f"{name} peak at {row['frames']} frames / at {first['frames']}: {row[key] / first[key]:.3f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.host.conftest import COMFYUI_PATH
 
@@ -37,12 +38,14 @@ def test_the_sampling_benchmark_counts_the_work_with_rendered_hints():
         "sampling.py", "--frames", "16", "20", "--steps", "1", "--hints", "render", "--attention", "pytorch"
     )
     assert ", attention_pytorch, on " in out.splitlines()[0], out  # ComfyUI's --use-pytorch-cross-attention
-    rows = re.findall(r"^\s+(\d+)\s+[\d.]+\s+[\d.]+\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
+    # frames, s/step, host MiB, GPU MiB ("-" without CUDA), UNet frames and released, ControlNet frames and released
+    rows = re.findall(r"^\s+(\d+)\s+[\d.]+\s+(-?[\d.]+)\s+(-|[\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
     assert [row[0] for row in rows] == ["16", "20"], out
-    for _, unet, released_unet, controlnet, released_controlnet in rows:
+    for _, host, gpu, unet, released_unet, controlnet, released_controlnet in rows:
+        assert float(host) > 0 and (gpu == "-") == (not torch.cuda.is_available()), out
         assert unet == released_unet, out  # every UNet frame-evaluation of the release is made
         assert 0 < int(controlnet) < int(released_controlnet), out  # ControlNets shared by branches and windows
-    assert re.search(r"^peak at 20 frames / at 16: [\d.]+$", out, re.M), out
+    assert re.search(r"^host peak at 20 frames / at 16: [\d.]+$", out, re.M), out
 
 
 def test_the_gpu_check_script_runs_end_to_end_in_smoke_mode():
@@ -53,12 +56,31 @@ def test_the_gpu_check_script_runs_end_to_end_in_smoke_mode():
         assert call, out
         diff, scale = float(call.group(1)), float(call.group(2))
         assert 0 < diff < 0.05 * scale, call.group(0)  # half precision differs from fp32, but only by rounding
-        runs = re.findall(rf"^{precision}: (\d+) frames, 2 steps: .* UNet frames (\d+) \(released (\d+)\)", out, re.M)
+        runs = re.findall(
+            rf"^{precision}: (\d+) frames, 2 steps: .* \(host RSS \+\d+ MiB\), UNet frames (\d+) \(released (\d+)\)",
+            out,
+            re.M,
+        )
         assert [frames for frames, _, _ in runs] == ["16", "20"], out
         for _, ours, released in runs:
             assert int(ours) == int(released), out  # the same UNet work as the release: no frame skipped
+    prep = dict(re.findall(r"^hint preparation, (.+): ([\d.]+) ms/frame$", out, re.M))
+    assert set(prep) == {
+        f"{net} ControlNet, {kind}" for net in ("pose", "S-Face") for kind in ("rendered", "IMAGE tensor")
+    } | {"S-Face ControlNet, placed"}
+    assert all(float(ms) > 0 for ms in prep.values()), out
     offload = re.search(r"^fp16: X-Dyna weights half offloaded vs fully loaded: max \|diff\| (\S+)$", out, re.M)
     assert offload and float(offload.group(1)) == 0.0, out
+
+
+def test_the_hint_preparation_benchmark_times_every_kind_with_footage_of_another_size():
+    out = run_benchmark("hint_prep.py", "--width", "64", "--height", "96", "--frames", "4", "--driving", "80x48")
+    assert out.startswith("X-Dyna hint preparation at 64x96, driving 80x48, 4 frames a call"), out
+    rows = dict(re.findall(r"^\s*(.+ControlNet, .+):\s+([\d.]+) ms/frame$", out, re.M))
+    assert set(rows) == {
+        f"{net} ControlNet, {kind}" for net in ("pose", "S-Face") for kind in ("rendered", "IMAGE tensor")
+    } | {"S-Face ControlNet, placed"}
+    assert all(float(ms) > 0 for ms in rows.values()), out
 
 
 def test_the_mediapipe_lag_benchmark_measures_each_group(shared_data):
