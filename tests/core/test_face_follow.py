@@ -9,7 +9,7 @@ import torch
 from tests.fixtures.example_footage import example_footage
 from xdyna_core.face import sface_condition_from_pose
 from xdyna_core.face.condition import SFaceCondition
-from xdyna_core.face.follow import IDENTITY, head_placement, head_placements, lit_box, place_canvas, resampled_region
+from xdyna_core.face.follow import IDENTITY, head_placement, head_placements, lit_box, place_canvas, place_face
 from xdyna_core.face.landmarks import FEATURE_SLICES
 from xdyna_core.pose.keypoints import PoseFrame, frames_to_pose_keypoint
 from xdyna_core.pose.retarget import retarget_frames
@@ -167,7 +167,8 @@ def test_a_scaled_or_turned_canvas_is_resampled_only_where_the_face_lands(case):
     row = np.concatenate([matrix.reshape(-1), 30 * torch.randn(2, generator=gen).numpy()])
     expected, placed = resampled_everywhere(canvas, row), place_canvas(canvas, row)
     torch.testing.assert_close(placed, expected, rtol=0, atol=1e-6)
-    region = resampled_region(canvas, row)
+    lit = lit_box(canvas)
+    region = place_face(canvas[lit[0] : lit[1], lit[2] : lit[3]], (lit[0], lit[2]), (90, 60), row)
     outside = torch.ones(90, 60, dtype=torch.bool)
     if region is not None:
         outside[region[0], region[1]] = False
@@ -177,6 +178,14 @@ def test_a_scaled_or_turned_canvas_is_resampled_only_where_the_face_lands(case):
 
 def test_the_lit_box_bounds_every_non_black_pixel():
     canvas = torch.zeros(30, 20, 6)
-    assert lit_box(canvas) is None and resampled_region(canvas, placement(2, 1, 1)) is None
+    assert lit_box(canvas) is None and not place_canvas(canvas, placement(2, 1, 1)).any()
     canvas[4, 7, 5], canvas[11, 2, 0], canvas[9, 15, 3] = 0.5, -0.25, 1.0
-    assert lit_box(canvas) == (4, 12, 2, 16)
+    assert lit_box(canvas) == (4, 12, 2, 16) == lit_box(canvas.permute(2, 0, 1).contiguous().permute(1, 2, 0))
+
+
+def test_a_face_box_moved_by_whole_pixels_is_clipped_at_the_canvas_edges():
+    face = torch.arange(1.0, 13.0).reshape(3, 4, 1)
+    rows, cols, values = place_face(face, (2, 3), (6, 8), placement(1, 2, -3))  # to rows -1..2, cols 5..9
+    assert (rows, cols) == (slice(0, 2), slice(5, 8))
+    torch.testing.assert_close(values, face[1:3, 0:3], rtol=0, atol=0)
+    assert place_face(face, (2, 3), (6, 8), placement(1, 9, 0)) is None

@@ -107,7 +107,9 @@ def planar_kinds():
     poses = [PoseFrame(10, 12, [PersonPose(body + [i % 2, 0, 0])]) for i in range(5)]
     boxes = torch.tensor([[2, 1, 8, 9]]).expand(5, 4)
     centres = torch.tensor([[3, 3], [6, 3], [5, 7]]).expand(5, 3, 2)
-    placements = torch.tensor([[1.0, 0, 0, 1.0, 0, 0], [0.9, 0.1, -0.1, 0.9, 0.6, 0.3]]).repeat(3, 1)[:5]
+    # as is, scaled and turned (resampled), moved by whole pixels
+    placements = torch.tensor([[1.0, 0, 0, 1.0, 0, 0], [0.9, 0.1, -0.1, 0.9, 0.6, 0.3], [1.0, 0, 0, 1.0, 2.2, -1.4]])
+    placements = placements.repeat(2, 1)[:5]
     return {
         "tensor": TensorHintFrames(images),
         "uint8 tensor": TensorHintFrames(torch.randint(0, 256, (5, 12, 10, 6), dtype=torch.uint8, generator=gen)),

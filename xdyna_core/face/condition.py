@@ -16,7 +16,7 @@ import torch
 
 from ..hints import HintFrames
 from ..image_prep import CropAnchor, ResizeMethod, fit_to_size
-from .follow import is_identity, place_canvas
+from .follow import is_identity, lit_box, place_face
 from .landmarks import FEATURE_NAMES
 from .sface import Border, cut_canvases
 
@@ -113,18 +113,26 @@ class SFaceCondition(HintFrames):
         """Write the canvases of the indexed frames into the black `[k, H, W, 6]` `out` (any layout or device).
 
         One frame at a time, straight into the output: a window costs its 6-channel hints and nothing more.
-        A frame placed onto a retargeted head is placed on the CPU (float64 resampling) and copied in.
+        A frame placed onto a retargeted head has its face box moved (or resampled, in float64 on the CPU).
         """
         boxes = self.boxes[index].tolist()
         centres = self.centres[index].numpy()
         for k, i in enumerate(index):
-            placed = self.placements is not None and not is_identity(self.placements[i])
-            canvas = torch.zeros(self._height, self._width, 6) if placed else out[k]
+            canvas = out[k]
             cut_canvases(
                 canvas[..., :3], canvas[..., 3:], self._fitted(i, canvas.device), boxes[k], centres[k], self.border
             )
-            if placed:
-                out[k] = place_canvas(canvas, self.placements[i]).to(out.device)
+            if self.placements is not None and not is_identity(self.placements[i]):
+                lit = lit_box(canvas)
+                if lit is None:
+                    continue
+                top, bottom, left, right = lit
+                face = canvas[top:bottom, left:right].clone()
+                canvas.zero_()
+                region = place_face(face, (top, left), (self._height, self._width), self.placements[i])
+                if region is not None:
+                    rows, cols, values = region
+                    canvas[rows, cols] = values.to(canvas.device)
 
     def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The 6-channel hint `[k, H, W, 6]` = `cat([local, global])` of the indexed frames (all by default)."""

@@ -75,24 +75,28 @@ def place_canvas(canvas: torch.Tensor, placement: np.ndarray | torch.Tensor) -> 
     """`[H, W, C]` canvas moved by the placement `p ↦ A p + t` (pixel coordinates, pixel i spans [i, i+1)), black
     where the moved canvas does not reach: by whole pixels for a translation (the canvas itself when that is
     zero), bilinear otherwise."""
-    height, width = canvas.shape[:2]
-    shift = whole_pixel_shift(placement)
-    if shift is not None:
-        if shift == (0, 0):
-            return canvas
-        dx, dy = shift
-        out = torch.zeros_like(canvas)
-        if abs(dx) < width and abs(dy) < height:
-            out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = canvas[
-                max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
-            ]
-        return out
+    if is_identity(placement):
+        return canvas
     out = torch.zeros_like(canvas)
-    region = resampled_region(canvas, placement)
-    if region is not None:
-        rows, cols, values = region
-        out[rows, cols] = values
+    lit = lit_box(canvas)
+    if lit is not None:
+        top, bottom, left, right = lit
+        region = place_face(canvas[top:bottom, left:right], (top, left), canvas.shape[:2], placement)
+        if region is not None:
+            rows, cols, values = region
+            out[rows, cols] = values
     return out
+
+
+def lit_box(canvas: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """`(top, bottom, left, right)` of the `[H, W, C]` canvas's non-black pixels (any layout or device), or None
+    when it is all black."""
+    rows = ((canvas.amax((1, 2)) != 0) | (canvas.amin((1, 2)) != 0)).nonzero().flatten().tolist()
+    if not rows:
+        return None
+    band = canvas[rows[0] : rows[-1] + 1]
+    cols = ((band.amax((0, 2)) != 0) | (band.amin((0, 2)) != 0)).nonzero().flatten().tolist()
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 
 def _span(values: np.ndarray, size: int) -> tuple[int, int]:
@@ -103,38 +107,27 @@ def _span(values: np.ndarray, size: int) -> tuple[int, int]:
     return max(first, 0), min(last, size)
 
 
-def lit_box(canvas: torch.Tensor) -> tuple[int, int, int, int] | None:
-    """`(top, bottom, left, right)` of the `[H, W, C]` canvas's non-black pixels, or None when it is all black."""
-    flat = canvas.reshape(canvas.shape[0], -1)
-    rows = ((flat.amax(1) != 0) | (flat.amin(1) != 0)).nonzero().flatten()
-    if rows.numel() == 0:
-        return None
-    band = canvas[int(rows[0]) : int(rows[-1]) + 1]
-    cols = ((band.amax(0).amax(-1) != 0) | (band.amin(0).amin(-1) != 0)).nonzero().flatten()
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def resampled_region(
-    canvas: torch.Tensor,
-    placement: np.ndarray | torch.Tensor,
-    lit: tuple[int, int, int, int] | None = None,
+def place_face(
+    face: torch.Tensor, origin: tuple[int, int], size: tuple[int, int], placement: np.ndarray | torch.Tensor
 ) -> tuple[slice, slice, torch.Tensor] | None:
-    """The bilinearly placed `[H, W, C]` canvas where it can be non-black: `(rows, cols, values)`, or None when
-    it is black everywhere.
+    """Where the placed canvas can be non-black and its values there, `(rows, cols, values)`, from the box of a
+    black `size = (H, W)` canvas that holds every non-black pixel: `face`, `[h, w, C]` at `origin = (top, left)`.
+    None when nothing of it lands on the canvas.
 
-    S-Face canvases are black but for the face: a bilinear sample reads the four pixels around its source point,
-    so it is non-black only where that point lies within half a pixel of the non-black pixels' box, and exactly
-    0 elsewhere. Only the placed image of that box is resampled, from that box of the canvas.
-
-    Args:
-        lit: `(top, bottom, left, right)` holding every non-black pixel, when the caller knows it (the face box
-            and patches it cut); found by scanning the canvas otherwise.
+    A translation moves the box by whole pixels. Otherwise each output pixel is a bilinear sample, which reads
+    the four pixels around its source point: it is non-black only where that point lies within half a pixel of
+    the box, and exactly 0 elsewhere, so only the placed image of the box is resampled, from the box alone.
     """
-    height, width = canvas.shape[:2]
-    lit = lit_box(canvas) if lit is None else lit
-    if lit is None or lit[0] >= lit[1] or lit[2] >= lit[3]:
-        return None
-    top, bottom, left, right = lit
+    height, width = size
+    top, left = origin
+    bottom, right = top + face.shape[0], left + face.shape[1]
+    shift = whole_pixel_shift(placement)
+    if shift is not None:
+        dx, dy = shift
+        r0, r1, c0, c1 = max(top + dy, 0), min(bottom + dy, height), max(left + dx, 0), min(right + dx, width)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        return slice(r0, r1), slice(c0, c1), face[r0 - top - dy : r1 - top - dy, c0 - left - dx : c1 - left - dx]
     row = np.asarray(placement, dtype=np.float64)
     matrix, offset = row[:4].reshape(2, 2), row[4:]
     reach = np.array([[x, y] for x in (left - 0.5, right + 0.5) for y in (top - 0.5, bottom + 0.5)])
@@ -142,7 +135,7 @@ def resampled_region(
     (c0, c1), (r0, r1) = _span(corners[:, 0], width), _span(corners[:, 1], height)
     if c0 >= c1 or r0 >= r1:
         return None
-    # each output pixel centre c is read from the source point A^-1 (c - t), in the cropped box's pixels
+    # each output pixel centre c is read from the source point A^-1 (c - t), in the box's own pixels
     inverse = np.linalg.inv(matrix)
     ys, xs = torch.meshgrid(
         torch.arange(r0, r1, dtype=torch.float64) + 0.5, torch.arange(c0, c1, dtype=torch.float64) + 0.5, indexing="ij"
@@ -150,9 +143,10 @@ def resampled_region(
     dx, dy = xs - offset[0], ys - offset[1]
     source_x = dx * inverse[0, 0] + dy * inverse[0, 1] - left
     source_y = dx * inverse[1, 0] + dy * inverse[1, 1] - top
-    box_width, box_height = right - left, bottom - top
-    # align_corners=False: pixel i's centre is (2i + 1) / W - 1; beyond the box the padding is black, as the canvas is
-    grid = torch.stack([2.0 * source_x / box_width - 1.0, 2.0 * source_y / box_height - 1.0], dim=-1).unsqueeze(0)
-    image = canvas[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0).to(torch.float64)
-    placed = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return slice(r0, r1), slice(c0, c1), placed[0].permute(1, 2, 0).to(canvas.dtype)
+    # align_corners=False: pixel i's centre is (2i + 1) / w - 1; beyond the box the padding is black, as the canvas is
+    grid = torch.stack([2.0 * source_x / face.shape[1] - 1.0, 2.0 * source_y / face.shape[0] - 1.0], dim=-1)
+    image = face.permute(2, 0, 1).unsqueeze(0).to(device="cpu", dtype=torch.float64)
+    placed = torch.nn.functional.grid_sample(
+        image, grid.unsqueeze(0), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return slice(r0, r1), slice(c0, c1), placed[0].permute(1, 2, 0).to(face.dtype)
