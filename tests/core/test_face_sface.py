@@ -9,6 +9,7 @@ import torch
 from xdyna_core.face.condition import SFaceCondition
 from xdyna_core.face.sface import (
     bounds_inside,
+    cut_canvases,
     expand_bounds,
     face_box,
     feature_centres,
@@ -194,3 +195,22 @@ def test_render_progress_is_reported_per_frame():
 def test_unknown_border_is_an_error(border):
     with pytest.raises(ValueError, match="border"):
         render_canvases(torch.rand(1, 8, 8, 3), [(0, 0, 8, 8)], [np.zeros((3, 2), int)], border=border)
+
+
+@pytest.mark.parametrize("border", ["clip", "release"])
+def test_cutting_reports_the_box_bounding_what_it_wrote(border):
+    """`cut_canvases` returns the box of every pixel it wrote (what a placed canvas resamples): the box of the
+    canvases' non-black pixels when the frame has none, also for patches over the edges and the release's
+    wrapped (empty) slices."""
+    from xdyna_core.face.follow import lit_box
+
+    frame = 0.1 + torch.rand(64, 48, 3, generator=torch.Generator().manual_seed(1))
+    cases = [
+        ((8, 10, 30, 40), np.array([[12, 20], [26, 20], [19, 34]])),  # inside
+        ((0, 0, 40, 48), np.array([[10, 2], [30, 20], [45, 60]])),  # over the top, right and bottom edges
+        ((20, 30, 20, 30), np.array([[20, 30], [20, 30], [20, 30]])),  # an empty box: nothing written
+    ]
+    for box, centres in cases:
+        local, glob = torch.zeros(64, 48, 3), torch.zeros(64, 48, 3)
+        written = cut_canvases(local, glob, frame, box, centres, border)
+        assert written == lit_box(torch.cat([local, glob], -1)), (box, border)

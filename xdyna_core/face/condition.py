@@ -16,7 +16,7 @@ import torch
 
 from ..hints import HintFrames
 from ..image_prep import CropAnchor, ResizeMethod, fit_to_size
-from .follow import is_identity, lit_box, place_face
+from .follow import is_identity, place_face
 from .landmarks import FEATURE_NAMES
 from .sface import Border, cut_canvases
 
@@ -119,13 +119,10 @@ class SFaceCondition(HintFrames):
         centres = self.centres[index].numpy()
         for k, i in enumerate(index):
             canvas = out[k]
-            cut_canvases(
+            lit = cut_canvases(
                 canvas[..., :3], canvas[..., 3:], self._fitted(i, canvas.device), boxes[k], centres[k], self.border
             )
-            if self.placements is not None and not is_identity(self.placements[i]):
-                lit = lit_box(canvas)
-                if lit is None:
-                    continue
+            if lit is not None and self.placements is not None and not is_identity(self.placements[i]):
                 top, bottom, left, right = lit
                 face = canvas[top:bottom, left:right].clone()
                 canvas.zero_()

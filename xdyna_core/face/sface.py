@@ -143,13 +143,29 @@ def cut_canvases(
     box: Sequence[int],
     centres: np.ndarray,
     border: Border = "clip",
-) -> None:
+) -> tuple[int, int, int, int] | None:
     """Copy one frame's face box into `glob` and its eye and mouth patches into `local` (black `[H, W, 3]`
-    canvases, written in place; `frame` is `[H, W, ≥3]`)."""
+    canvases, written in place; `frame` is `[H, W, ≥3]`).
+
+    Returns `(top, bottom, left, right)` bounding every pixel written (None when nothing was): outside it the
+    canvases stay black.
+    """
     height, width = frame.shape[:2]
     left, top, right, bottom = box
-    glob[top:bottom, left:right] = frame[top:bottom, left:right, :3]
+    written = [(slice(top, bottom), slice(left, right))]
+    glob[written[0]] = frame[top:bottom, left:right, :3]
     half = patch_half_size(box)
     for centre in centres:
         rows, cols = patch_window(centre, half, width, height, border)
         local[rows, cols] = frame[rows, cols, :3]
+        written.append((rows, cols))
+    spans = [(range(*r.indices(height)), range(*c.indices(width))) for r, c in written]
+    spans = [(r, c) for r, c in spans if len(r) and len(c)]
+    if not spans:
+        return None
+    return (
+        min(r[0] for r, _ in spans),
+        max(r[-1] for r, _ in spans) + 1,
+        min(c[0] for _, c in spans),
+        max(c[-1] for _, c in spans) + 1,
+    )
