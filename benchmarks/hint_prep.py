@@ -27,15 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 
-def controls_of(positive) -> dict[str, object]:
-    """The X-Dyna ControlNets of a conditioning, by name (pose, S-Face), chain included."""
-    found, control = {}, positive[0][1].get("control")
-    while control is not None:
-        found[control.xdyna_name or type(control).__name__] = control
-        control = control.previous_controlnet
-    return found
-
-
 def seconds_per_frame(control, frames: int, latent: torch.Tensor, dtype: torch.dtype, rounds: int) -> float:
     """Best-of-`rounds` wall time of one `_hints` call for `frames` frames, divided by the frames."""
     cuda = latent.device.type == "cuda"
@@ -70,8 +61,9 @@ def measure(host, width: int, height: int, frames: int, rounds: int, driving_siz
     rows = {}
     for kind, hints in (("rendered", (pose, face)), ("IMAGE tensor", images), ("placed", (None, placed))):
         positive, _ = harness.conditioning(setup, *hints)
-        for name, control in controls_of(positive).items():
-            rows[f"{name}, {kind}"] = 1e3 * seconds_per_frame(control, frames, latent, dtype, rounds)
+        options = [[entry[1] for entry in positive]]  # CONDITIONING's option dicts, as the sampler holds them
+        for control in harness.pack(host, "xdyna_comfy.controlnets").controls_in(options):
+            rows[f"{control.xdyna_name}, {kind}"] = 1e3 * seconds_per_frame(control, frames, latent, dtype, rounds)
     return rows, device
 
 

@@ -154,19 +154,16 @@ class TensorHintFrames(HintFrames):
         return self.images.shape[3]
 
     def _frames(self, index: list[int]) -> torch.Tensor:
-        picked = self._picked(index).cpu()
-        if picked.dtype == torch.uint8:
-            return picked.float().div_(255.0)
-        return picked.float()
+        return self._converted(index, torch.device("cpu"))
 
     def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
-        # moved as held (uint8 stays uint8), then converted on the device; indexing copied, so it is our own
-        picked = self._picked(index).to(device)
-        planar = picked.float().div_(255.0) if picked.dtype == torch.uint8 else picked.float()
-        return planar.movedim(-1, 1)
+        return self._converted(index, device).movedim(-1, 1)
 
-    def _picked(self, index: list[int]) -> torch.Tensor:
-        return self.images[torch.tensor(index, dtype=torch.long, device=self.images.device)]
+    def _converted(self, index: list[int], device: torch.device) -> torch.Tensor:
+        """`[k, H, W, C]` float32 on `device`: moved as held (uint8 stays uint8) and converted there; indexing
+        copies, so the result is never the user's tensor."""
+        picked = self.images[torch.tensor(index, dtype=torch.long, device=self.images.device)].to(device)
+        return picked.float().div_(255.0) if picked.dtype == torch.uint8 else picked.float()
 
 
 class ChannelStackHintFrames(HintFrames):
