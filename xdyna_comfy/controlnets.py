@@ -10,7 +10,8 @@ with the same weights and settings, instead:
   them one after the other; branches that differ (a user prompt, `control_apply_to_uncond`) get their own;
 - keeps a frame's residuals from the first window of an evaluation that needs them to the last, following the
   window plan the context-window wrapper publishes, so overlapping and wrapped-round frames are computed once;
-  the cache holds only frames still to be used, and moves to the offload device past a memory budget;
+  the cache holds only frames still to be used and, past a memory budget, moves to the offload device or,
+  where there is none to move to (a CPU run, `--gpu-only`), holds what fits and recomputes the rest;
 - reads its hints from a `HintFrames` clip, a window's frames at a time, so no full-clip float32 hint ever
   exists on the compute device (or anywhere, for clips that render on demand).
 
@@ -36,7 +37,7 @@ from ..xdyna_core.hints import HintFrames, TensorHintFrames
 logger = logging.getLogger("xdyna")
 
 WINDOW_CALL = "xdyna_window"  # transformer_options key of the window being evaluated
-CACHE_BUDGET_BYTES = 2 << 30  # residuals kept on the compute device between windows, before spilling
+CACHE_BUDGET_BYTES = 2 << 30  # residuals kept between windows on the compute device, before spilling or recomputing
 
 _evaluations = itertools.count()
 Residuals = dict[str, list[torch.Tensor | None]]  # a ControlNet's outputs: {"middle": [...], "output": [...]}
@@ -169,7 +170,8 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         self._served = 0
         self._groups: list[tuple[torch.Tensor, dict]] = []
         self._cache: dict[tuple[int, int], Residuals] = {}  # (group, frame) → unscaled residuals [1, ...]
-        self._spilled = False
+        self._spilled = False  # moved to the offload device (logged once)
+        self._dropping = False  # recomputing past the budget instead (logged once)
 
     def copy(self) -> XDynaControlNet:
         return XDynaControlNet.adopt(self, self.hint_frames, self.hint_ranges, self.xdyna_name)
@@ -266,7 +268,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         for i, frame in enumerate(call.frames):
             if i not in per_frame:
                 per_frame[i] = _map(self._cache[group, frame], lambda v: v.to(x.device))
-        self._keep(group, call, {call.frames[i]: per_frame[i] for i in missing}, branches_due)
+        self._keep(group, call, {call.frames[i]: per_frame[i] for i in missing}, branches_due, x.device)
         return _concat([per_frame[i] for i in range(len(call.frames))])
 
     def _next_window(self, call: WindowCall) -> None:
@@ -275,7 +277,9 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         for key in [k for k in self._cache if call.last_use.get(k[1], -1) < call.index]:
             del self._cache[key]
 
-    def _keep(self, group: int, call: WindowCall, computed: dict[int, Residuals], branches_due: bool) -> None:
+    def _keep(
+        self, group: int, call: WindowCall, computed: dict[int, Residuals], branches_due: bool, device: torch.device
+    ) -> None:
         """Cache what later windows of this evaluation need and, while branches are due, this window's frames."""
         for frame, residuals in computed.items():
             if branches_due or call.last_use.get(frame, -1) > call.index:
@@ -283,19 +287,56 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         if not branches_due:
             for key in [k for k in self._cache if k[0] == group and call.last_use.get(k[1], -1) <= call.index]:
                 del self._cache[key]  # this group's frames no later window needs (other groups may still be due)
-        nbytes = sum(v.numel() * v.element_size() for r in self._cache.values() for v in _values(r))
-        if nbytes > CACHE_BUDGET_BYTES:
-            offload = self.control_model_wrapped.offload_device
+        self._bound(call, device)
+
+    def _bound(self, call: WindowCall, device: torch.device) -> None:
+        """Keep the cache within `CACHE_BUDGET_BYTES`: move it to the offload device or, where that is the
+        device it is on already (a CPU run, `--gpu-only`), drop the frames needed last; a later window that
+        needs a dropped frame computes it again (same numbers, more ControlNet work)."""
+        sizes = {key: sum(v.numel() * v.element_size() for v in _values(r)) for key, r in self._cache.items()}
+        nbytes = sum(sizes.values())
+        if nbytes <= CACHE_BUDGET_BYTES:
+            return
+        name = self.xdyna_name or "ControlNet"
+        target = self._spill_target(device)
+        if target is not None:
             if not self._spilled:
                 logger.info(
                     "X-Dyna: %s residuals kept between windows (%.0f MB) exceed %.0f MB; holding them on %s",
-                    self.xdyna_name or "ControlNet",
+                    name,
                     nbytes / 2**20,
                     CACHE_BUDGET_BYTES / 2**20,
-                    offload,
+                    target,
                 )
                 self._spilled = True
-            self._cache = {k: _map(r, lambda v: v.to(offload)) for k, r in self._cache.items()}
+            self._cache = {k: _map(r, lambda v: v.to(target)) for k, r in self._cache.items()}
+            return
+        if not self._dropping:
+            logger.info(
+                "X-Dyna: %s residuals kept between windows (%.0f MB) exceed %.0f MB and the offload device is the "
+                "one they are computed on; recomputing frames past the budget in the windows that need them "
+                "(more ControlNet work, the same output)",
+                name,
+                nbytes / 2**20,
+                CACHE_BUDGET_BYTES / 2**20,
+            )
+            self._dropping = True
+
+        def next_use(key: tuple[int, int]) -> int:  # frames of this window (a CFG branch still due) come first
+            return call.index if key[1] in call.frames else call.last_use.get(key[1], -1)
+
+        for key in sorted(self._cache, key=lambda k: (next_use(k), k), reverse=True):
+            if nbytes <= CACHE_BUDGET_BYTES:
+                break
+            nbytes -= sizes[key]
+            del self._cache[key]
+
+    def _spill_target(self, device: torch.device) -> torch.device | None:
+        """The offload device, when it is not `device` (where the residuals are computed); else None."""
+        offload = torch.device(self.control_model_wrapped.offload_device)
+        if offload.type != device.type:
+            return offload
+        return None if offload.index is None or device.index is None or offload.index == device.index else offload
 
     def _evaluate(self, x, t, context, extras, frames) -> Residuals:
         """The ControlNet on these rows (unscaled residuals), as core's `get_control` computes them."""

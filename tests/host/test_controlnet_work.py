@@ -112,8 +112,8 @@ def split_branches(comfy_host, monkeypatch):
         chunks.append(batched_number)
         return real_get(self, x_noisy, t, cond, batched_number, transformer_options)
 
-    def keep(self, group, call, computed, branches_due):
-        real_keep(self, group, call, computed, branches_due)
+    def keep(self, *args):
+        real_keep(self, *args)
         sizes.append(len(self._cache))
 
     def split():
@@ -165,29 +165,80 @@ def test_the_released_schedule_would_evaluate_every_window_frame_of_both_branche
     assert 2 * sum(len(w) for w in plan) == 128 and len(plan) == 4  # against 40 with sharing and reuse
 
 
-def test_cache_holds_only_frames_still_needed_and_spills_past_its_budget(comfy_host, setup, monkeypatch, caplog):
+@pytest.fixture
+def cache_sizes(comfy_host, monkeypatch):
+    """After each window's residuals are kept: (frames in the cache, its bytes), per ControlNet call."""
     controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
     sizes = []
     real_keep = controlnet_patch.XDynaControlNet._keep
 
-    def keep(self, group, call, computed, branches_due):
-        real_keep(self, group, call, computed, branches_due)
-        sizes.append(len(self._cache))
+    def keep(self, *args):
+        real_keep(self, *args)
+        values = [v for r in self._cache.values() for v in controlnet_patch._values(r)]
+        sizes.append((len(self._cache), sum(v.numel() * v.element_size() for v in values)))
 
     monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
+    return sizes
+
+
+def test_cache_holds_only_frames_still_needed(comfy_host, setup, cache_sizes, counted):
     frames, same = 40, text(1)
-    conditioning = controls(comfy_host, frames, same, same.clone())
-    expected = sample(comfy_host, setup, frames, conditioning)
+    sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
     # what the window plan makes necessary: frames seen by an earlier window and needed by a later one (for 40
     # frames, 4 shared with the next window and 12 that the last window wraps round to); 8 for any N >= 52
     windows = pack(comfy_host, "xdyna_core.windows").context_windows(frames, "uniform_closed_loop", 16, 4, 0)
     first = {f: min(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
     last = {f: max(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
     needed = max(sum(first[f] <= i < last[f] for f in range(frames)) for i in range(len(windows)))
-    assert needed == 16 and max(sizes) == needed and sizes[-1] == 0
+    held = [count for count, _ in cache_sizes]
+    assert needed == 16 and max(held) == needed and held[-1] == 0
+    assert sorted(counted.values()) == [frames * STEPS] * 2
+
+
+def test_past_its_budget_the_cache_moves_to_the_offload_device(comfy_host, setup, monkeypatch, caplog, counted):
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    frames, same = 40, text(1)
+    expected = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    moved_to = []
+
+    def spill_target(self, device):  # a CPU host has no second device: the CPU stands in for the offload device
+        moved_to.append(device)
+        return torch.device("cpu")
 
     monkeypatch.setattr(controlnet_patch, "CACHE_BUDGET_BYTES", 1)
+    monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_spill_target", spill_target)
+    counted.clear()
     with caplog.at_level(logging.INFO, logger="xdyna"):
         spilled = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
-    assert any("exceed" in r.getMessage() for r in caplog.records)
+    assert moved_to and any("holding them on cpu" in r.getMessage() for r in caplog.records)
+    assert sorted(counted.values()) == [frames * STEPS] * 2  # nothing recomputed
     torch.testing.assert_close(spilled, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("budget_frames", [0, 3])
+def test_past_its_budget_with_nowhere_to_move_the_cache_holds_what_fits_and_recomputes_the_rest(
+    comfy_host, setup, monkeypatch, caplog, counted, cache_sizes, budget_frames
+):
+    """On the CPU (or `--gpu-only`) the offload device is the compute device: frames needed last are dropped
+    and computed again by the window that needs them."""
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    frames, same = 40, text(1)
+    expected = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    frame_bytes = max(nbytes // count for count, nbytes in cache_sizes if count)
+    cache_sizes.clear()
+    counted.clear()
+    monkeypatch.setattr(controlnet_patch, "CACHE_BUDGET_BYTES", max(1, budget_frames * frame_bytes))
+    with caplog.at_level(logging.INFO, logger="xdyna"):
+        recomputed = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    assert any("recomputing frames past the budget" in r.getMessage() for r in caplog.records)
+    assert max(count for count, _ in cache_sizes) == budget_frames
+    assert max(nbytes for _, nbytes in cache_sizes) <= max(1, budget_frames * frame_bytes)
+    windows = pack(comfy_host, "xdyna_core.windows").context_windows(frames, "uniform_closed_loop", 16, 4, 0)
+    every_window = STEPS * sum(len(w) for w in windows)  # 40 frames: 4 windows of 16 at every offset
+    evaluations = sorted(counted.values())
+    if budget_frames == 0:  # nothing held: each window computes all its frames (still once for both branches)
+        assert evaluations == [every_window] * 2
+    else:  # the 3 frames needed soonest are held: less than every window's frames, more than each frame once
+        assert all(frames * STEPS < n < every_window for n in evaluations)
+    # the same residuals from a ControlNet batch of another composition: equal up to fp32 rounding
+    torch.testing.assert_close(recomputed, expected, rtol=1e-5, atol=1e-5)
