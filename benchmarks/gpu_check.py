@@ -6,7 +6,8 @@ and peak GPU memory (`torch.cuda.max_memory_allocated`, weights included; with t
 above the inputs, in a process that ran the configurations before it), the work done against the released
 schedule, the fp16/bf16 deviation from fp32 on one UNet call, and one call with the X-Dyna weights half
 offloaded (lowvram) against a full load, and the milliseconds per frame a ControlNet spends preparing its
-hints on the GPU (`hint_prep.py`). Exits non-zero on any error. Budget: within 8 minutes on an H100/H200.
+hints on the GPU (`hint_prep.py`), and what ComfyUI planned for one window call (`memory_required`) beside
+the weights it loaded, to set against the measured peak. Exits non-zero on any error. Budget: within 8 minutes on an H100/H200.
 
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/gpu_check.py
     python benchmarks/gpu_check.py --comfyui-tarball ../shared/host/ComfyUI-0.33.0.tar.gz   # unpacks it first
@@ -122,6 +123,7 @@ def main() -> int:
                     f"UNet frames {work.unet_frames} (released {released_unet}), "
                     f"frames per ControlNet {cn} (released {released_cn})"
                 )
+                print(f"{precision}: {frames} frames: {planned_memory(setup, frames)}")
             if precision == "fp16":
                 lowvram_check(setup, call_frames)
             del setup
@@ -141,6 +143,26 @@ def main() -> int:
         failures += 1
     print(f"gpu_check: {'FAILED' if failures else 'ok'} in {time.perf_counter() - started:.0f} s")
     return 1 if failures else 0
+
+
+def planned_memory(setup, frames: int, window: int = 16) -> str:
+    """What ComfyUI's memory manager planned for one window's UNet call, beside the weights it had loaded: set
+    against the measured peak, it says whether the plan (SD1.5's `memory_usage_factor`) fits X-Dyna."""
+    import comfy.model_management
+
+    from tests.host.xdyna_setup import pack
+
+    window_noise_shape = pack(setup.host, "xdyna_comfy.context_windows").window_noise_shape
+    h, w = setup.reference.latent.shape[-2:]
+    per_branch = window_noise_shape([frames, 4, h, w], window)
+    both = [2 * per_branch[0], *per_branch[1:]]
+    base = setup.model.model
+    loaded = sum(m.model_loaded_memory() for m in comfy.model_management.current_loaded_models)
+    return (
+        f"ComfyUI plans {base.memory_required(both) / 2**30:.2f} GiB for a window call of both branches "
+        f"({base.memory_required(per_branch) / 2**30:.2f} for one), memory_usage_factor {base.memory_usage_factor}; "
+        f"weights loaded {loaded / 2**30:.2f} GiB"
+    )
 
 
 def lowvram_check(setup, frames: int) -> None:

@@ -64,6 +64,16 @@ def test_the_gpu_check_script_runs_end_to_end_in_smoke_mode():
         assert [frames for frames, _, _ in runs] == ["16", "20"], out
         for _, ours, released in runs:
             assert int(ours) == int(released), out  # the same UNet work as the release: no frame skipped
+        plans = re.findall(
+            rf"^{precision}: (\d+) frames: ComfyUI plans ([\d.]+) GiB for a window call of both branches \(([\d.]+) "
+            rf"for one\), memory_usage_factor ([\d.]+); weights loaded ([\d.]+) GiB$",
+            out,
+            re.M,
+        )
+        assert [frames for frames, *_ in plans] == ["16", "20"], out
+        for _, both, one, _, _ in plans:  # a window of 16 frames and the reference, whatever the video's length
+            assert float(one) > 0 and abs(float(both) - 2 * float(one)) <= 0.011, out
+        assert plans[0][1:] == plans[1][1:], out
     prep = dict(re.findall(r"^hint preparation, (.+): ([\d.]+) ms/frame$", out, re.M))
     assert set(prep) == {
         f"{net} ControlNet, {kind}" for net in ("pose", "S-Face") for kind in ("rendered", "IMAGE tensor")
