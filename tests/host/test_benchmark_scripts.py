@@ -100,3 +100,31 @@ def test_the_mediapipe_lag_benchmark_measures_each_group(shared_data):
     rows = dict(re.findall(r"^\s+(body \(joints 0-13\)|nose|wrists|face \(68 landmarks\))\s+(-?[\d.]+)\s", out, re.M))
     assert set(rows) == {"body (joints 0-13)", "nose", "wrists", "face (68 landmarks)"}, out
     assert all(-1.0 <= float(shift) <= 3.0 for shift in rows.values()), out  # within the shifts searched
+
+
+def test_the_memory_profile_counts_a_window_call_and_the_run_leaves_nothing_alive():
+    runs = {}
+    for branches in ("batched", "split"):
+        out = run_benchmark("memory_profile.py", "--branches", branches)
+        labels = ("UNet call batch", "weights", "peak of the tensors the run created", "weights + that peak")
+        figures = {
+            label: re.search(rf"^{re.escape(label)}(?: \(frames, reference included\))?: ([\d.]+)", out, re.M)
+            for label in (*labels, "still alive after the run")
+        }
+        assert all(figures.values()), out
+        figures = {label: found.group(1) for label, found in figures.items()}
+        plan = re.search(
+            r"^ComfyUI's plan for the call on a CUDA GPU: ([\d.]+) MiB .*measured / planned: ([\d.]+)$", out, re.M
+        )
+        assert plan, out
+        runs[branches] = {k: float(v) for k, v in figures.items()} | {"plan": float(plan.group(1))}
+    batched, split = runs["batched"], runs["split"]
+    assert (batched["UNet call batch"], split["UNet call batch"]) == (34, 17)  # 16 frames + the reference, x2 or x1
+    assert batched["weights"] == split["weights"] > 0
+    assert batched["peak of the tensors the run created"] > split["peak of the tensors the run created"] > 0
+    assert batched["plan"] == pytest.approx(2 * split["plan"], abs=0.11)
+    for run in runs.values():
+        assert run["weights + that peak"] == pytest.approx(
+            run["weights"] + run["peak of the tensors the run created"], abs=0.11
+        )
+        assert run["still alive after the run"] == 0.0  # a finished run holds no tensor it made (nothing leaks)
