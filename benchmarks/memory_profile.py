@@ -36,17 +36,23 @@ class LiveTensorBytes(TorchDispatchMode):
     """While active: the bytes of the storages that operations created and that are still alive, and their peak.
 
     Tensors that existed before (weights, inputs) are not counted, nor memory an operation frees before it
-    returns. A storage is uncounted when it dies, however long a view or the C++ side keeps it.
+    returns. A storage is uncounted when it dies, however long a view or the C++ side keeps it. With
+    `sites=True` each storage also records the line of Python that made it, and `at_peak` holds the live bytes
+    per line and the line running when the peak was reached (slower: a stack walk per new storage).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sites: bool = False) -> None:
         super().__init__()
         self.live: dict[int, int] = {}  # storage (its C++ address) → bytes
         self.current = 0
         self.peak = 0
+        self.sites = sites
+        self.site_of: dict[int, str] = {}
+        self.at_peak: tuple[str, dict[str, int]] = ("", {})
 
     def _freed(self, key: int) -> None:
         self.current -= self.live.pop(key)
+        self.site_of.pop(key, None)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -60,9 +66,32 @@ class LiveTensorBytes(TorchDispatchMode):
                 if nbytes and key not in self.live and key not in inputs:
                     self.live[key] = nbytes
                     self.current += nbytes
-                    self.peak = max(self.peak, self.current)
                     weakref.finalize(storage, self._freed, key)
+                    site = self._site() if self.sites else ""
+                    self.site_of[key] = site
+                    if self.current > self.peak:
+                        self.peak = self.current
+                        if self.sites:
+                            self.at_peak = (site, self._by_site())
         return out
+
+    def _by_site(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for key, nbytes in self.live.items():
+            site = self.site_of.get(key, "")
+            totals[site] = totals.get(site, 0) + nbytes
+        return totals
+
+    @staticmethod
+    def _site() -> str:
+        """The innermost line of the pack's or ComfyUI's code on the stack (torch's own frames skipped)."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if "/torch/" not in name and name != __file__:
+                return f"{Path(name).parent.name}/{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}"
+            frame = frame.f_back
+        return "?"
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -89,6 +118,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16, help="frames of the clip: one window")
     parser.add_argument("--branches", choices=("batched", "split"), default="batched")
+    parser.add_argument("--sites", type=int, default=0, help="print the N lines holding most memory at the peak")
     parser.add_argument(
         "--attention", choices=("default", "pytorch"), default="default", help="pytorch: --use-pytorch-cross-attention"
     )
@@ -118,7 +148,7 @@ def main() -> None:
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "xdyna_memory_profile", unet)
     real_free = comfy.model_patcher.ModelPatcher.get_free_memory
     comfy.model_patcher.ModelPatcher.get_free_memory = lambda self, device: free
-    counter = LiveTensorBytes()
+    counter = LiveTensorBytes(sites=args.sites > 0)
     try:
         with counter:
             harness.sample(setup, positive, negative, args.frames, 1, window=window, model=model)
@@ -145,6 +175,11 @@ def main() -> None:
         f"measured / planned: {counter.peak / planned:.2f}"
     )
     print(f"still alive after the run: {counter.current / 2**20:.1f} MiB")
+    if args.sites:
+        running, by_site = counter.at_peak
+        print(f"at the peak, running {running}; the lines that made what was alive:")
+        for site, nbytes in sorted(by_site.items(), key=lambda item: -item[1])[: args.sites]:
+            print(f"{nbytes / 2**20:>10.1f} MiB  {site}")
 
 
 def gpu_plan(base_model, shape: list[int]) -> int:

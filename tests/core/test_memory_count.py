@@ -74,3 +74,19 @@ def test_weights_shared_by_two_modules_count_once(memory_profile):
     batch_norm = 2 * 256 * 4 + 2 * 256 * 4 + 8  # weight, bias; running mean, var; num_batches_tracked (int64)
     assert memory_profile.weight_bytes(first) == single
     assert memory_profile.weight_bytes(first, second) == single + 256 * 4 + batch_norm
+
+
+def test_at_the_peak_the_live_bytes_are_given_by_the_line_that_made_them(memory_profile):
+    count = memory_profile.LiveTensorBytes(sites=True)
+    with count:
+        small = torch.ones(MiB // 4)  # 1 MiB
+        big = torch.cat([small, small, small])  # 3 MiB: the peak, 4 MiB, is reached here
+        del big
+        again = torch.ones(MiB // 8)  # 0.5 MiB: below the peak
+    running, by_site = count.at_peak
+    assert running.startswith("core/test_memory_count.py:") and running.endswith(
+        " test_at_the_peak_the_live_bytes_are_given_by_the_line_that_made_them"
+    )
+    assert sorted(by_site.values()) == [MiB, 3 * MiB] and sum(by_site.values()) == count.peak
+    assert by_site[running] == 3 * MiB  # the line that reached the peak made the 3 MiB
+    del small, again

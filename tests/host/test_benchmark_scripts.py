@@ -105,7 +105,7 @@ def test_the_mediapipe_lag_benchmark_measures_each_group(shared_data):
 def test_the_memory_profile_counts_a_window_call_and_the_run_leaves_nothing_alive():
     runs = {}
     for branches in ("batched", "split"):
-        out = run_benchmark("memory_profile.py", "--branches", branches)
+        out = run_benchmark("memory_profile.py", "--branches", branches, "--sites", "5")
         labels = ("UNet call batch", "weights", "peak of the tensors the run created", "weights + that peak")
         figures = {
             label: re.search(rf"^{re.escape(label)}(?: \(frames, reference included\))?: ([\d.]+)", out, re.M)
@@ -118,6 +118,10 @@ def test_the_memory_profile_counts_a_window_call_and_the_run_leaves_nothing_aliv
         )
         assert plan, out
         runs[branches] = {k: float(v) for k, v in figures.items()} | {"plan": float(plan.group(1))}
+        assert re.search(r"^at the peak, running \S+\.py:\d+ \S+; the lines that made what was alive:$", out, re.M), out
+        sites = [float(mib) for mib in re.findall(r"^ +([\d.]+) MiB  \S+\.py:\d+ \S+$", out, re.M)]
+        assert len(sites) == 5 and sites == sorted(sites, reverse=True), out
+        assert sum(sites) <= runs[branches]["peak of the tensors the run created"] + 0.1, out
     batched, split = runs["batched"], runs["split"]
     assert (batched["UNet call batch"], split["UNet call batch"]) == (34, 17)  # 16 frames + the reference, x2 or x1
     assert batched["weights"] == split["weights"] > 0
