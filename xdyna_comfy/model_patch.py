@@ -519,16 +519,20 @@ def _is_per_frame(value, x: torch.Tensor) -> bool:
 
 
 def _control_with_reference(control, chunks: int):
-    """ControlNet residuals for [reference + frames]: the reference frame gets zeros (docs/xdyna_model.md §3.5)."""
+    """ControlNet residuals for [reference + frames]: the reference frame gets zeros (docs/xdyna_model.md §3.5).
+
+    The residual lists are rewritten in place: the caller (core's `_calc_cond_batch`) holds the same dict for
+    the whole UNet call, so the window's residuals are not held twice, and the UNet, which pops each residual
+    as it adds it, frees them as it goes.
+    """
     if control is None:
         return None
-    padded = {}
-    for name, residuals in control.items():
-        if not isinstance(residuals, list):
-            padded[name] = residuals
-            continue
-        padded[name] = [None if r is None else _zero_first_per_chunk(r, chunks) for r in residuals]
-    return padded
+    for residuals in control.values():
+        if isinstance(residuals, list):
+            for i in range(len(residuals)):
+                if residuals[i] is not None:
+                    residuals[i] = _zero_first_per_chunk(residuals[i], chunks)
+    return control
 
 
 def _zero_first_per_chunk(r: torch.Tensor, chunks: int) -> torch.Tensor:

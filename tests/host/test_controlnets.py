@@ -153,3 +153,29 @@ def test_normalising_in_place_gives_the_release_min_max_bit_for_bit(comfy_host, 
     assert torch.equal(out, expected)
     assert torch.equal(out[:, [2, 4]], original[:, [2, 4]]) and not torch.equal(out[:, 0], original[:, 0])
     assert out[:, 0].min() == 0 and out[:, 0].max() == 1
+
+
+def test_residuals_for_the_reference_frames_are_padded_in_the_callers_lists(comfy_host):
+    """Each CFG chunk's reference frame gets zero residuals; the lists core's `_calc_cond_batch` holds for the
+    UNet call are rewritten in place, so the unpadded residuals die at once instead of living through the call."""
+    import weakref
+
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
+    gen = torch.Generator().manual_seed(0)
+    chunks, window = 2, 3
+    originals = [torch.randn(chunks * window, 4, 2, 2, generator=gen) for _ in range(2)]
+    expected = [
+        torch.cat([torch.cat([torch.zeros(1, 4, 2, 2), r[c * window : (c + 1) * window]]) for c in range(chunks)])
+        for r in originals
+    ]
+    alive = [weakref.ref(r) for r in originals]
+    output, middle = [originals[0], None], [originals[1]]
+    control = {"output": output, "middle": middle, "other": "kept"}
+    del originals
+    padded = model_patch._control_with_reference(control, chunks)
+    assert padded is control and control["output"] is output and control["middle"] is middle
+    assert control["other"] == "kept" and output[1] is None
+    torch.testing.assert_close(output[0], expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(middle[0], expected[1], rtol=0, atol=0)
+    assert all(ref() is None for ref in alive)  # nothing holds the unpadded residuals any more
+    assert model_patch._control_with_reference(None, chunks) is None
