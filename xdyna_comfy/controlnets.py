@@ -292,7 +292,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
     def _bound(self, call: WindowCall, device: torch.device) -> None:
         """Keep the cache within `CACHE_BUDGET_BYTES`: move it to the offload device or, where that is the
         device it is on already (a CPU run, `--gpu-only`), drop the frames needed last; a later window that
-        needs a dropped frame computes it again (same numbers, more ControlNet work)."""
+        needs a dropped frame computes it again (the same residuals up to rounding, more ControlNet work)."""
         sizes = {key: sum(v.numel() * v.element_size() for v in _values(r)) for key, r in self._cache.items()}
         nbytes = sum(sizes.values())
         if nbytes <= CACHE_BUDGET_BYTES:
@@ -315,7 +315,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
             logger.info(
                 "X-Dyna: %s residuals kept between windows (%.0f MB) exceed %.0f MB and the offload device is the "
                 "one they are computed on; recomputing frames past the budget in the windows that need them "
-                "(more ControlNet work, the same output)",
+                "(more ControlNet work, the same output up to rounding)",
                 name,
                 nbytes / 2**20,
                 CACHE_BUDGET_BYTES / 2**20,
