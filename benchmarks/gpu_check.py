@@ -119,7 +119,7 @@ def main() -> int:
                 cn = max(work.controlnet_frames.values(), default=0)
                 print(
                     f"{precision}: {frames} frames, {args.steps} steps: {seconds:.2f} s/step, peak {peak:.2f} GiB "
-                    f"(host RSS +{host_mib:.0f} MiB), "
+                    f"(host RSS {host_mib:+.0f} MiB), "
                     f"UNet frames {work.unet_frames} (released {released_unet}), "
                     f"frames per ControlNet {cn} (released {released_cn})"
                 )

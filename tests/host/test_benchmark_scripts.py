@@ -57,7 +57,7 @@ def test_the_gpu_check_script_runs_end_to_end_in_smoke_mode():
         diff, scale = float(call.group(1)), float(call.group(2))
         assert 0 < diff < 0.05 * scale, call.group(0)  # half precision differs from fp32, but only by rounding
         runs = re.findall(
-            rf"^{precision}: (\d+) frames, 2 steps: .* \(host RSS \+\d+ MiB\), UNet frames (\d+) \(released (\d+)\)",
+            rf"^{precision}: (\d+) frames, 2 steps: .* \(host RSS [+-]\d+ MiB\), UNet frames (\d+) \(released (\d+)\)",
             out,
             re.M,
         )
