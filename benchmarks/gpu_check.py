@@ -149,10 +149,9 @@ def planned_memory(setup, frames: int, window: int = 16) -> str:
     """What ComfyUI's memory manager planned for one window's UNet call, beside the weights it had loaded: set
     against the measured peak, it says whether the plan (SD1.5's `memory_usage_factor`) fits X-Dyna."""
     import comfy.model_management
+    import harness
 
-    from tests.host.xdyna_setup import pack
-
-    window_noise_shape = pack(setup.host, "xdyna_comfy.context_windows").window_noise_shape
+    window_noise_shape = harness.pack(setup.host, "xdyna_comfy.context_windows").window_noise_shape
     h, w = setup.reference.latent.shape[-2:]
     per_branch = window_noise_shape([frames, 4, h, w], window)
     both = [2 * per_branch[0], *per_branch[1:]]

@@ -38,6 +38,11 @@ def boot(attention: str = "default") -> ComfyHost:
     return ComfyHost(path, Path(tempfile.mkdtemp(prefix="xdyna-bench-")), cli)
 
 
+def attention_name() -> str:
+    """The attention function ComfyUI picked (after `boot`), e.g. `attention_pytorch`."""
+    return sys.modules["comfy.ldm.modules.attention"].optimized_attention.__name__
+
+
 @dataclass
 class Setup:
     host: ComfyHost

@@ -13,7 +13,7 @@ free, as on a large GPU); `split` makes it run them one after the other (as it d
 
     python benchmarks/memory_profile.py                                           # tiny model, 64x64
     python benchmarks/memory_profile.py --layout sd15 --precision bf16 --width 512 --height 896 \
-        --attention pytorch --branches batched                                    # real size: ~15 min on 2 cores
+        --attention pytorch --branches batched                                    # real size: 10-12 min, 2 cores
 
 bf16 and fp16 tensors have the same sizes, so a bf16 run on the CPU counts what fp16 allocates on a GPU.
 """
@@ -163,7 +163,7 @@ def main() -> None:
     device = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
     print(
         f"X-Dyna {args.layout} {args.precision} at {args.width}x{args.height}, {args.frames} frames, "
-        f"branches {args.branches}, {host_attention()}, on {device}"
+        f"branches {args.branches}, {harness.attention_name()}, on {device}"
     )
     print(f"UNet call batch (frames, reference included): {batch}")
     print(f"weights: {weights / 2**20:.1f} MiB")
@@ -193,10 +193,6 @@ def gpu_plan(base_model, shape: list[int]) -> int:
         return int(base_model.memory_required(shape))
     finally:
         mm.pytorch_attention_flash_attention = saved
-
-
-def host_attention() -> str:
-    return sys.modules["comfy.ldm.modules.attention"].optimized_attention.__name__
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def child(args: argparse.Namespace) -> dict:
         "released_unet_frames": released_unet,
         "released_controlnet_frames": released_controlnet if args.controlnets else 0,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "attention": sys.modules["comfy.ldm.modules.attention"].optimized_attention.__name__,
+        "attention": harness.attention_name(),
     }
 
 
