@@ -12,6 +12,9 @@ with the same weights and settings, instead:
   window plan the context-window wrapper publishes, so overlapping and wrapped-round frames are computed once;
   the cache holds only frames still to be used and, past a memory budget, moves to the offload device or,
   where there is none to move to (a CPU run, `--gpu-only`), holds what fits and recomputes the rest;
+- for a chain of them (X-Dyna's pose and S-Face ControlNets), the outermost computes each frame through the
+  whole chain and caches the merged residuals: one residual set per frame held between windows, not one per
+  ControlNet;
 - reads its hints from a `HintFrames` clip, a window's frames at a time, so no full-clip float32 hint ever
   exists on the compute device (or anywhere, for clips that render on demand).
 
@@ -169,7 +172,8 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         self._window: int | None = None  # index of the window being served, and its condition chunks served
         self._served = 0
         self._groups: list[tuple[torch.Tensor, dict]] = []
-        self._cache: dict[tuple[int, int], Residuals] = {}  # (group, frame) → unscaled residuals [1, ...]
+        # (group, frame) → residuals [1, ...]: the chain's merged ones when it fuses, else this one's unscaled
+        self._cache: dict[tuple[int, int], Residuals] = {}
         self._spilled = False  # moved to the offload device (logged once)
         self._dropping = False  # recomputing past the budget instead (logged once)
 
@@ -194,11 +198,17 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
     # --- evaluation -------------------------------------------------------------------------------------
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        fused = self._fuses_chain()
         control_prev = None
-        if self.previous_controlnet is not None:
-            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-        if self.timestep_range is not None:
-            if t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]:
+        if fused:
+            if not any(link._active(t) for link in self._links()):
+                return None
+        else:
+            if self.previous_controlnet is not None:
+                control_prev = self.previous_controlnet.get_control(
+                    x_noisy, t, cond, batched_number, transformer_options
+                )
+            if not self._active(t):
                 return control_prev
 
         chunks = max(1, batched_number)
@@ -223,12 +233,51 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
             chunk_extras = {k: v[rows] for k, v in extras.items()}
             group = self._group_of(context[rows], chunk_extras)
             if group is None:  # the chunk's frames have different contexts: evaluate it whole, uncached
-                outputs.append(self._evaluate(x_noisy[rows], t[rows], context[rows], chunk_extras, call.frames))
+                outputs.append(self._fresh(x_noisy[rows], t[rows], context[rows], chunk_extras, call.frames, fused))
                 continue
             if group not in per_group:
-                per_group[group] = self._window_residuals(group, x_noisy[rows], t[rows], call, branches_due)
+                per_group[group] = self._window_residuals(group, x_noisy[rows], t[rows], call, branches_due, fused)
             outputs.append(per_group[group])
-        return self.control_merge(_concat(outputs), control_prev, output_dtype=None)
+        joined = outputs[0] if len(outputs) == 1 else _concat(outputs)  # each output is a tensor of its own
+        return joined if fused else self.control_merge(joined, control_prev, output_dtype=None)
+
+    # --- chains ---------------------------------------------------------------------------------------------
+
+    def _links(self) -> list[comfy.controlnet.ControlBase]:
+        """This ControlNet and the ones chained before it, outermost first."""
+        links, link = [], self
+        while link is not None:
+            links.append(link)
+            link = link.previous_controlnet
+        return links
+
+    def _fuses_chain(self) -> bool:
+        """Whether this ControlNet caches the merged residuals of its whole chain (one residual set per frame,
+        not one per ControlNet): every link an XDynaControlNet reading the same extra conditions. Otherwise
+        (a core ControlNet, T2I adapter or ControlLoRA further down) each link computes and merges as core's do.
+        """
+        return all(isinstance(link, XDynaControlNet) and link.extra_conds == self.extra_conds for link in self._links())
+
+    def _active(self, t: torch.Tensor) -> bool:
+        """Whether `t` lies in this ControlNet's start/end range (core's test in `get_control`)."""
+        low_high = self.timestep_range
+        return low_high is None or not (t[0] > low_high[0] or t[0] < low_high[1])
+
+    def _chain_rows(self, x, t, context, extras, frames) -> Residuals | None:
+        """The merged, scaled residuals of this ControlNet and those chained before it, for these rows: what
+        core's chain of `get_control` calls gives (each link's strength, range and `control_merge`), row by row,
+        since every step of it is elementwise."""
+        previous = self.previous_controlnet
+        merged = None if previous is None else previous._chain_rows(x, t, context, extras, frames)
+        if not self._active(t):
+            return merged
+        return self.control_merge(self._evaluate(x, t, context, extras, frames), merged, output_dtype=None)
+
+    def _fresh(self, x, t, context, extras, frames, fused: bool) -> Residuals:
+        """Residuals for these rows, computed now: the chain's merged ones, or this ControlNet's unscaled ones."""
+        if fused:
+            return self._chain_rows(x, t, context, extras, frames)
+        return self._evaluate(x, t, context, extras, frames)
 
     def _group_of(self, context: torch.Tensor, extras: dict) -> int | None:
         """The sharing group of a chunk whose frames all have one context; None if its frames differ."""
@@ -244,24 +293,27 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
                     torch.equal(known_extras[k], first_extras[k]) for k in known_extras
                 ):
                     return i
-        self._groups.append((first, first_extras))
+        # copies: a view would keep this window's whole context batch alive for the rest of the evaluation
+        self._groups.append((first.clone(), {k: v.clone() for k, v in first_extras.items()}))
         return len(self._groups) - 1
 
     def _window_residuals(
-        self, group: int, x: torch.Tensor, t: torch.Tensor, call: WindowCall, branches_due: bool
+        self, group: int, x: torch.Tensor, t: torch.Tensor, call: WindowCall, branches_due: bool, fused: bool
     ) -> Residuals:
-        """This window's unscaled residuals for one sharing group: cached frames reused, the others computed."""
+        """This window's residuals for one sharing group (the chain's merged ones when `fused`, else this
+        ControlNet's unscaled ones): cached frames reused, the others computed."""
         context, extras = self._groups[group]
         missing = [i for i, frame in enumerate(call.frames) if (group, frame) not in self._cache]
         per_frame: dict[int, Residuals] = {}
         if missing:
             rows = torch.tensor(missing, device=x.device)
-            fresh = self._evaluate(
+            fresh = self._fresh(
                 x[rows],
                 t[rows.to(t.device)],
                 context.expand(len(missing), *context.shape[1:]),
                 {k: v.expand(len(missing), *v.shape[1:]) for k, v in extras.items()},
                 [call.frames[i] for i in missing],
+                fused,
             )
             for n, i in enumerate(missing):
                 per_frame[i] = _map(fresh, lambda v, n=n: v[n : n + 1])

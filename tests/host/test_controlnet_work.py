@@ -242,3 +242,111 @@ def test_past_its_budget_with_nowhere_to_move_the_cache_holds_what_fits_and_reco
         assert all(frames * STEPS < n < every_window for n in evaluations)
     # the same residuals from a ControlNet batch of another composition: equal up to fp32 rounding
     torch.testing.assert_close(recomputed, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def unfused(comfy_host, monkeypatch):
+    """Each ControlNet of a chain computes, caches and merges its own residuals (the path taken when a core
+    control, T2I adapter or ControlLoRA sits in the chain): the reference the fused chain must equal."""
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+
+    def use():
+        monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_fuses_chain", lambda self: False)
+
+    return use
+
+
+@pytest.fixture
+def caches_by_network(comfy_host, monkeypatch):
+    """After each window's residuals are kept: (id of the ControlNet object, frames it holds, their bytes)."""
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    held = []
+    real_keep = controlnet_patch.XDynaControlNet._keep
+
+    def keep(self, *args):
+        real_keep(self, *args)
+        values = [v for r in self._cache.values() for v in controlnet_patch._values(r)]
+        held.append((id(self), len(self._cache), sum(v.numel() * v.element_size() for v in values)))
+
+    monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
+    return held
+
+
+def test_a_chain_of_xdyna_controlnets_holds_one_merged_residual_set_per_frame(
+    comfy_host, setup, counted, unfused, caches_by_network
+):
+    """Pose and S-Face: the outer ControlNet caches their sum, so the cache between windows is half as big."""
+    frames, same = 40, text(1)
+    fused = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    fused_held, fused_counts = list(caches_by_network), sorted(counted.values())
+    caches_by_network.clear()
+    counted.clear()
+    unfused()
+    apart = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    assert fused_counts == sorted(counted.values()) == [frames * STEPS] * 2  # the same work
+    torch.testing.assert_close(fused, apart, rtol=0, atol=0)  # the same sums, in the same order
+    assert len({owner for owner, _, _ in fused_held}) == 1  # only the chain's head keeps residuals
+    assert len({owner for owner, _, _ in caches_by_network}) == 2  # unfused: pose and S-Face each keep theirs
+
+    def frame_bytes(held):
+        return {nbytes // count for _, count, nbytes in held if count}
+
+    # the tiny pose and S-Face networks have the same residual shapes: one frame of the merged set is one of each
+    assert frame_bytes(fused_held) == frame_bytes(caches_by_network) and len(frame_bytes(fused_held)) == 1
+    assert max(count for _, count, _ in fused_held) == max(count for _, count, _ in caches_by_network) == 16
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(pose_strength=0.7, face_strength=1.3),
+        dict(pose_start=0.2, face_end=0.5),  # first step S-Face only, last step pose only (3 steps)
+        dict(pose_start=0.9, face_start=0.9),  # no ControlNet in range at the early steps
+    ],
+    ids=["strengths", "ranges", "late-start"],
+)
+def test_fused_chain_gives_each_controlnets_strength_and_range_bit_for_bit(
+    comfy_host, setup, counted, unfused, settings
+):
+    frames, same = 24, text(1)
+    gen = torch.Generator().manual_seed(frames)
+    pose_hints = torch.rand(frames, H * 8, W * 8, 3, generator=gen)
+    face_hints = torch.rand(frames, H * 8, W * 8, 6, generator=gen)
+
+    def run(**inputs):
+        counted.clear()
+        conditioning = apply_controlnets(
+            comfy_host,
+            [[same, {}]],
+            [[same.clone(), {}]],
+            pose_controlnet=TinyControlNet().load(1, 3)[0],
+            pose_images=pose_hints,
+            face_controlnet=TinyControlNet().load(2, 6)[0],
+            face_condition=face_hints,
+            **inputs,
+        )
+        return sample(comfy_host, setup, frames, conditioning), sorted(counted.values())
+
+    released, _ = run()
+    fused, fused_counts = run(**settings)
+    unfused()
+    apart, apart_counts = run(**settings)
+    assert fused_counts == apart_counts  # a ControlNet out of range is not evaluated, fused or not
+    torch.testing.assert_close(fused, apart, rtol=0, atol=0)
+    assert not torch.allclose(fused, released, rtol=1e-3, atol=1e-3)  # the settings do change the video
+
+
+def test_a_chain_with_another_kind_of_control_is_not_fused(comfy_host, setup):
+    """A core T2I adapter (or ControlLoRA, or a ControlNet the pack cannot adopt) below an X-Dyna ControlNet
+    keeps core's per-link computing and merging; a chain of X-Dyna ControlNets fuses."""
+    import comfy.controlnet
+
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    hints = pack(comfy_host, "xdyna_core.hints").TensorHintFrames(torch.rand(2, H * 8, W * 8, 3))
+    pose = controlnet_patch.XDynaControlNet.adopt(TinyControlNet().load(1, 3)[0], hints)
+    face = controlnet_patch.XDynaControlNet.adopt(TinyControlNet().load(2, 3)[0], hints)
+    face.previous_controlnet = pose
+    assert face._fuses_chain() and pose._fuses_chain()
+    adapter = comfy.controlnet.T2IAdapter(torch.nn.Identity(), 3, 8, "nearest-exact", "cpu")
+    pose.previous_controlnet = adapter
+    assert not face._fuses_chain() and not pose._fuses_chain()
