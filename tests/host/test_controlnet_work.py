@@ -167,7 +167,7 @@ def test_the_released_schedule_would_evaluate_every_window_frame_of_both_branche
 
 @pytest.fixture
 def cache_sizes(comfy_host, monkeypatch):
-    """After each window's residuals are kept: (frames in the cache, its bytes), per ControlNet call."""
+    """After each window's residuals are kept: (frames in the cache, its bytes, id of the ControlNet object)."""
     controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
     sizes = []
     real_keep = controlnet_patch.XDynaControlNet._keep
@@ -175,7 +175,7 @@ def cache_sizes(comfy_host, monkeypatch):
     def keep(self, *args):
         real_keep(self, *args)
         values = [v for r in self._cache.values() for v in controlnet_patch._values(r)]
-        sizes.append((len(self._cache), sum(v.numel() * v.element_size() for v in values)))
+        sizes.append((len(self._cache), sum(v.numel() * v.element_size() for v in values), id(self)))
 
     monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
     return sizes
@@ -190,7 +190,7 @@ def test_cache_holds_only_frames_still_needed(comfy_host, setup, cache_sizes, co
     first = {f: min(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
     last = {f: max(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
     needed = max(sum(first[f] <= i < last[f] for f in range(frames)) for i in range(len(windows)))
-    held = [count for count, _ in cache_sizes]
+    held = [count for count, *_ in cache_sizes]
     assert needed == 16 and max(held) == needed and held[-1] == 0
     assert sorted(counted.values()) == [frames * STEPS] * 2
 
@@ -224,15 +224,15 @@ def test_past_its_budget_with_nowhere_to_move_the_cache_holds_what_fits_and_reco
     controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
     frames, same = 40, text(1)
     expected = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
-    frame_bytes = max(nbytes // count for count, nbytes in cache_sizes if count)
+    frame_bytes = max(nbytes // count for count, nbytes, _ in cache_sizes if count)
     cache_sizes.clear()
     counted.clear()
     monkeypatch.setattr(controlnet_patch, "CACHE_BUDGET_BYTES", max(1, budget_frames * frame_bytes))
     with caplog.at_level(logging.INFO, logger="xdyna"):
         recomputed = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
     assert any("recomputing frames past the budget" in r.getMessage() for r in caplog.records)
-    assert max(count for count, _ in cache_sizes) == budget_frames
-    assert max(nbytes for _, nbytes in cache_sizes) <= max(1, budget_frames * frame_bytes)
+    assert max(count for count, *_ in cache_sizes) == budget_frames
+    assert max(nbytes for _, nbytes, _ in cache_sizes) <= max(1, budget_frames * frame_bytes)
     windows = pack(comfy_host, "xdyna_core.windows").context_windows(frames, "uniform_closed_loop", 16, 4, 0)
     every_window = STEPS * sum(len(w) for w in windows)  # 40 frames: 4 windows of 16 at every offset
     evaluations = sorted(counted.values())
@@ -256,44 +256,28 @@ def unfused(comfy_host, monkeypatch):
     return use
 
 
-@pytest.fixture
-def caches_by_network(comfy_host, monkeypatch):
-    """After each window's residuals are kept: (id of the ControlNet object, frames it holds, their bytes)."""
-    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
-    held = []
-    real_keep = controlnet_patch.XDynaControlNet._keep
-
-    def keep(self, *args):
-        real_keep(self, *args)
-        values = [v for r in self._cache.values() for v in controlnet_patch._values(r)]
-        held.append((id(self), len(self._cache), sum(v.numel() * v.element_size() for v in values)))
-
-    monkeypatch.setattr(controlnet_patch.XDynaControlNet, "_keep", keep)
-    return held
-
-
 def test_a_chain_of_xdyna_controlnets_holds_one_merged_residual_set_per_frame(
-    comfy_host, setup, counted, unfused, caches_by_network
+    comfy_host, setup, counted, unfused, cache_sizes
 ):
     """Pose and S-Face: the outer ControlNet caches their sum, so the cache between windows is half as big."""
     frames, same = 40, text(1)
     fused = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
-    fused_held, fused_counts = list(caches_by_network), sorted(counted.values())
-    caches_by_network.clear()
+    fused_held, fused_counts = list(cache_sizes), sorted(counted.values())
+    cache_sizes.clear()
     counted.clear()
     unfused()
     apart = sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
     assert fused_counts == sorted(counted.values()) == [frames * STEPS] * 2  # the same work
     torch.testing.assert_close(fused, apart, rtol=0, atol=0)  # the same sums, in the same order
-    assert len({owner for owner, _, _ in fused_held}) == 1  # only the chain's head keeps residuals
-    assert len({owner for owner, _, _ in caches_by_network}) == 2  # unfused: pose and S-Face each keep theirs
+    assert len({owner for *_, owner in fused_held}) == 1  # only the chain's head keeps residuals
+    assert len({owner for *_, owner in cache_sizes}) == 2  # unfused: pose and S-Face each keep theirs
 
     def frame_bytes(held):
-        return {nbytes // count for _, count, nbytes in held if count}
+        return {nbytes // count for count, nbytes, _ in held if count}
 
     # the tiny pose and S-Face networks have the same residual shapes: one frame of the merged set is one of each
-    assert frame_bytes(fused_held) == frame_bytes(caches_by_network) and len(frame_bytes(fused_held)) == 1
-    assert max(count for _, count, _ in fused_held) == max(count for _, count, _ in caches_by_network) == 16
+    assert frame_bytes(fused_held) == frame_bytes(cache_sizes) and len(frame_bytes(fused_held)) == 1
+    assert max(count for count, *_ in fused_held) == max(count for count, *_ in cache_sizes) == 16
 
 
 @pytest.mark.parametrize(
