@@ -165,6 +165,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         control.hint_ranges = ranges
         control.xdyna_name = name or getattr(base, "xdyna_name", None)
         control._reset()
+        control._reset_log()
         return control
 
     def _reset(self) -> None:
@@ -174,8 +175,10 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         self._groups: list[tuple[torch.Tensor, dict]] = []
         # (group, frame) → residuals [1, ...]: the chain's merged ones when it fuses, else this one's unscaled
         self._cache: dict[tuple[int, int], Residuals] = {}
-        self._spilled = False  # moved to the offload device (logged once)
-        self._dropping = False  # recomputing past the budget instead (logged once)
+
+    def _reset_log(self) -> None:
+        self._spilled = False  # moved to the offload device (logged once a run)
+        self._dropping = False  # recomputing past the budget instead (logged once a run)
 
     def copy(self) -> XDynaControlNet:
         return XDynaControlNet.adopt(self, self.hint_frames, self.hint_ranges, self.xdyna_name)
@@ -185,9 +188,10 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         if isinstance(c, XDynaControlNet):
             c.hint_frames, c.hint_ranges, c.xdyna_name = self.hint_frames, self.hint_ranges, self.xdyna_name
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> None:  # core's call at the end of a sampling run
         super().cleanup()
         self._reset()
+        self._reset_log()
 
     @property
     def hint_shape(self) -> tuple[int, int, int, int]:
@@ -349,7 +353,8 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         nbytes = sum(sizes.values())
         if nbytes <= CACHE_BUDGET_BYTES:
             return
-        name = self.xdyna_name or "ControlNet"
+        links = reversed(self._links()) if self._fuses_chain() else [self]  # the merged cache is the chain's
+        name = " and ".join(link.xdyna_name or "ControlNet" for link in links)
         target = self._spill_target(device)
         if target is not None:
             if not self._spilled:
