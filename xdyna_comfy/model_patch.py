@@ -9,7 +9,9 @@ One UNet evaluation of the released model (docs/xdyna_model.md §3) is reproduce
 - the ResNets' norm stacks and the final norm stack are object-patched with containers that hold the very
   same GroupNorm layers but normalise jointly over the window's frames during X-Dyna calls;
 - the UNet blocks that motion modules follow are object-patched with containers that hold the same layers
-  plus a motion-module slot, run through a `forward_timestep_embed_patch` handler that skips frame 0.
+  plus a motion-module slot, run through a `forward_timestep_embed_patch` handler that skips frame 0;
+- the transformer blocks' feed-forwards are object-patched with containers holding the same layers that run
+  them a block of tokens at a time (feed_forward.py), the largest activation of a full-resolution call.
 
 Everything the patch changes in the UNet is an object patch, which ComfyUI backs up once and restores
 whenever a model is loaded or unloaded: no patched copy ever edits the module tree in place, so a copy that
@@ -49,6 +51,7 @@ from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt
 from ..xdyna_core.seeds import SEED_MAX, torch_seed
 from ..xdyna_core.validation import XDynaInputError
 from .controlnets import adopt_controls, check_controls
+from .feed_forward import chunked_feed_forward, feed_forward_keys
 from .sigmas import xdyna_model_sampling
 
 KEY = "xdyna"
@@ -410,6 +413,8 @@ class XDynaPatch:
             model.add_object_patch(key, sequence_with_slot(model.get_model_object(key), prefix, self))
         for key in norm_stack_keys(model.get_model_object("diffusion_model")):
             model.add_object_patch(key, joint_norm_stack(model.get_model_object(key)))
+        for key in feed_forward_keys(model.get_model_object("diffusion_model")):
+            model.add_object_patch(key, chunked_feed_forward(model.get_model_object(key)))
         model.add_object_patch("model_sampling", xdyna_model_sampling())
 
 

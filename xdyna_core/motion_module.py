@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import AttentionFn, sdpa_attention
+from .feed_forward import chunked_rows
 
 Operations = Any  # a namespace with Linear, LayerNorm and GroupNorm classes: torch.nn, or comfy.ops.*
 
@@ -127,6 +128,10 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GEGLU(dim, inner_dim, operations), nn.Identity(), operations.Linear(inner_dim, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # token-wise: run in blocks of tokens whose GEGLU projection stays within the feed-forward budget
+        return chunked_rows(self._tokens, x, self.net[0].proj.out_features)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
             x = layer(x)
         return x

@@ -117,7 +117,7 @@ class TinyConditioning:
         return ([[torch.randn(1, 77, width, generator=gen), {}]],)
 
 
-X_DYNA_PATCH_TYPES = ("MotionModuleSlot", "JointNormSequential")
+X_DYNA_PATCH_TYPES = ("MotionModuleSlot", "JointNormSequential", "ChunkedFeedForward")
 
 
 def xdyna_modules_in(model) -> int:
