@@ -14,7 +14,8 @@ with the same weights and settings, instead:
   where there is none to move to (a CPU run, `--gpu-only`), holds what fits and recomputes the rest;
 - for a chain of them (X-Dyna's pose and S-Face ControlNets), the outermost computes each frame through the
   whole chain and caches the merged residuals: one residual set per frame held between windows, not one per
-  ControlNet;
+  ControlNet; on an X-Dyna MODEL it hands them to the UNet call per CFG chunk (`ChunkResiduals`), so branches
+  that share an evaluation share one set during the call too;
 - reads its hints from a `HintFrames` clip, a window's frames at a time, so no full-clip float32 hint ever
   exists on the compute device (or anywhere, for clips that render on demand).
 
@@ -40,6 +41,8 @@ from ..xdyna_core.hints import HintFrames, TensorHintFrames
 logger = logging.getLogger("xdyna")
 
 WINDOW_CALL = "xdyna_window"  # transformer_options key of the window being evaluated
+# transformer_options flag, set on X-Dyna MODELs: their UNet call takes a fused chain's residuals per CFG chunk
+CHUNK_RESIDUALS = "xdyna_chunk_residuals"
 CACHE_BUDGET_BYTES = 2 << 30  # residuals kept between windows on the compute device, before spilling or recomputing
 
 _evaluations = itertools.count()
@@ -60,6 +63,16 @@ def _concat(parts: Sequence[Residuals]) -> Residuals:
         key: [None if layer[0] is None else torch.cat(layer) for layer in zip(*(p[key] for p in parts))]
         for key in parts[0]
     }
+
+
+@dataclass(frozen=True)
+class ChunkResiduals:
+    """A fused chain's residuals for a UNet call, one set per CFG chunk of the batch (in batch order) instead of
+    joined along it: chunks that share an evaluation share the very same set, so the call holds each frame's
+    residuals once, not once per branch. Only the X-Dyna UNet call takes this form (`CHUNK_RESIDUALS`); it
+    adds the residuals itself, frame rows only (xdyna_comfy/model_patch.py)."""
+
+    chunks: tuple[Residuals, ...]
 
 
 def new_evaluation_id() -> int:
@@ -242,6 +255,8 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
             if group not in per_group:
                 per_group[group] = self._window_residuals(group, x_noisy[rows], t[rows], call, branches_due, fused)
             outputs.append(per_group[group])
+        if fused and transformer_options.get(CHUNK_RESIDUALS):
+            return ChunkResiduals(tuple(outputs))  # each set a tensor of its own, added by the X-Dyna call
         joined = outputs[0] if len(outputs) == 1 else _concat(outputs)  # each output is a tensor of its own
         return joined if fused else self.control_merge(joined, control_prev, output_dtype=None)
 

@@ -3,7 +3,8 @@
 One UNet evaluation of the released model (docs/xdyna_model.md §3) is reproduced on ComfyUI's own SD1.5 UNet:
 
 - a keyed DIFFUSION_MODEL wrapper prepends the clean reference latent as frame 0 of every CFG chunk,
-  expands timesteps, context and ControlNet residuals (zero for the reference), publishes the call's
+  expands timesteps, context and ControlNet residuals (zero for the reference; a fused ControlNet chain's,
+  given per CFG chunk, it adds to the frame rows itself with an `output_block_patch`), publishes the call's
   state in `transformer_options["xdyna"]`, calls through and drops the reference outputs;
 - attn1/attn2 patch pairs add the Dynamics-Adapter and IP-Adapter terms, using the block's own modules;
 - the ResNets' norm stacks and the final norm stack are object-patched with containers that hold the very
@@ -50,7 +51,7 @@ from ..xdyna_core.reference import XDynaReference
 from ..xdyna_core.reference_attention import dynamics_adapter_term, image_prompt_attention
 from ..xdyna_core.seeds import SEED_MAX, torch_seed
 from ..xdyna_core.validation import XDynaInputError
-from .controlnets import adopt_controls, check_controls
+from .controlnets import CHUNK_RESIDUALS, ChunkResiduals, adopt_controls, check_controls
 from .feed_forward import chunked_feed_forward, feed_forward_keys
 from .sigmas import xdyna_model_sampling
 
@@ -244,7 +245,11 @@ class XDynaPatch:
         t_in = _repeat_first_per_chunk(timesteps, chunks)
         context_in = _repeat_first_per_chunk(context, chunks)
         y_in = _repeat_first_per_chunk(y, chunks) if y is not None else None
-        control_in = _control_with_reference(control, chunks)
+        output_patch = None
+        if isinstance(control, ChunkResiduals):
+            control_in, output_patch = _chunk_control(control, chunks)
+        else:
+            control_in = _control_with_reference(control, chunks)
         kwargs = {k: _repeat_first_per_chunk(v, chunks) if _is_per_frame(v, x) else v for k, v in kwargs.items()}
 
         tokens = torch.cat(
@@ -255,6 +260,10 @@ class XDynaPatch:
         )
         options = dict(transformer_options)
         options[STATE] = WindowState(frames, tokens.to(device=x.device, dtype=x.dtype), unet, self)
+        if output_patch is not None:  # first, where core adds an output residual, before other packs' patches
+            patches = dict(options.get("patches", {}))
+            patches["output_block_patch"] = [output_patch, *patches.get("output_block_patch", [])]
+            options["patches"] = patches
         token = _JOINT_NORM_FRAMES.set(frames if "joint_group_norm" in self.parts else None)
         try:
             out = executor(x_in, t_in, context_in, y_in, control_in, options, **kwargs)
@@ -416,6 +425,7 @@ class XDynaPatch:
         for key in feed_forward_keys(model.get_model_object("diffusion_model")):
             model.add_object_patch(key, chunked_feed_forward(model.get_model_object(key)))
         model.add_object_patch("model_sampling", xdyna_model_sampling())
+        model.model_options.setdefault("transformer_options", {})[CHUNK_RESIDUALS] = True
 
 
 def norm_stack_keys(unet: nn.Module) -> list[str]:
@@ -538,6 +548,41 @@ def _control_with_reference(control, chunks: int):
                 if residuals[i] is not None:
                     residuals[i] = _zero_first_per_chunk(residuals[i], chunks)
     return control
+
+
+def _chunk_control(control: ChunkResiduals, chunks: int):
+    """The UNet's `control` for residuals given per CFG chunk, and an `output_block_patch` that adds the output
+    residuals to the frame rows of each chunk's skip connection, where core's `apply_control` would add them.
+
+    Chunks sharing a residual set get it broadcast, so the call holds one set, not one per branch, and no zeros
+    for the reference frames: the values are core's (`hsp += residual`, the reference rows unchanged). Each set
+    is popped as the UNet goes, as core pops its lists. Other keys (the middle residual, small) go the usual way.
+    """
+    if len(control.chunks) != chunks:
+        raise ValueError(f"ControlNet residuals for {len(control.chunks)} CFG chunks in a call of {chunks}")
+    sets = list({id(r): r for r in control.chunks}.values())  # each distinct set once
+    joined = {
+        key: [None if layer[0] is None else torch.cat(layer) for layer in zip(*(r[key] for r in control.chunks))]
+        for key in control.chunks[0]
+        if key != "output"
+    }
+    standard = _control_with_reference({**joined, "output": []}, chunks)
+
+    def add_output(h, hsp, transformer_options):
+        popped = {id(r): r["output"].pop() if r.get("output") else None for r in sets}
+        if hsp is None or all(v is None for v in popped.values()):
+            return h, hsp
+        clips = hsp.unflatten(0, (chunks, -1))[:, 1:]  # [chunks, frames, ...] without the reference rows
+        residuals = [popped[id(r)] for r in control.chunks]
+        if len(sets) == 1:
+            clips += residuals[0].unsqueeze(0)
+        else:
+            for chunk, residual in enumerate(residuals):
+                if residual is not None:
+                    clips[chunk] += residual
+        return h, hsp
+
+    return standard, add_output
 
 
 def _zero_first_per_chunk(r: torch.Tensor, chunks: int) -> torch.Tensor:

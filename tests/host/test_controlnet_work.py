@@ -338,3 +338,47 @@ def test_a_chain_with_another_kind_of_control_is_not_fused(comfy_host, setup):
     adapter = comfy.controlnet.T2IAdapter(torch.nn.Identity(), 3, 8, "nearest-exact", "cpu")
     pose.previous_controlnet = adapter
     assert not face._fuses_chain() and not pose._fuses_chain()
+
+
+@pytest.mark.parametrize("prompts", ["same", "different", "split"])
+def test_the_xdyna_call_holds_one_residual_set_per_evaluation_and_adds_it_to_the_frame_rows(
+    comfy_host, setup, monkeypatch, split_branches, prompts
+):
+    """A fused chain hands the X-Dyna UNet call its residuals per CFG chunk (`ChunkResiduals`): branches that
+    share an evaluation share one set, nothing is padded for the reference frames, and the call adds each
+    output residual to the frame rows of the skip connection where core would: the same video, bit for bit,
+    as the residuals joined along the batch and padded with zeros for core's `apply_control`."""
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
+    frames = 24
+    positive, negative = text(1), text(2) if prompts == "different" else text(1)
+    if prompts == "split":
+        split_branches()
+    sets, applied = [], []
+    real_chunk_control, real_apply = model_patch._chunk_control, openaimodel.apply_control
+
+    def chunk_control(control, chunks):
+        sets.append((chunks, len({id(r) for r in control.chunks}), control.chunks[0]["output"][0].shape[0]))
+        return real_chunk_control(control, chunks)
+
+    def apply_control(h, control, name):
+        if name == "output":
+            applied.append(bool(control and control.get("output")))
+        return real_apply(h, control, name)
+
+    monkeypatch.setattr(model_patch, "_chunk_control", chunk_control)
+    monkeypatch.setattr(openaimodel, "apply_control", apply_control)
+    by_chunk = sample(comfy_host, setup, frames, controls(comfy_host, frames, positive, negative.clone()))
+    chunks = {"same": 2, "different": 2, "split": 1}[prompts]
+    shared = {"same": 1, "different": 2, "split": 1}[prompts]
+    assert sets and set(sets) == {(chunks, shared, 16)}  # 16 window frames a set: no reference rows
+    assert applied and not any(applied)  # core's apply_control adds no output residual
+
+    monkeypatch.setattr(controlnet_patch, "CHUNK_RESIDUALS", "xdyna_test_unset")  # residuals joined and padded
+    sets.clear()
+    applied.clear()
+    joined = sample(comfy_host, setup, frames, controls(comfy_host, frames, positive, negative.clone()))
+    assert not sets and applied and all(applied)
+    torch.testing.assert_close(by_chunk, joined, rtol=0, atol=0)

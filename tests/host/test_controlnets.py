@@ -179,3 +179,82 @@ def test_residuals_for_the_reference_frames_are_padded_in_the_callers_lists(comf
     torch.testing.assert_close(middle[0], expected[1], rtol=0, atol=0)
     assert all(ref() is None for ref in alive)  # nothing holds the unpadded residuals any more
     assert model_patch._control_with_reference(None, chunks) is None
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-set", "a-set-per-chunk"])
+def test_residuals_given_per_chunk_are_added_to_the_frame_rows_as_core_adds_padded_ones(comfy_host, shared):
+    """`_chunk_control`: the UNet gets the middle residual padded and no output residuals; its output patch
+    adds each output residual to the frame rows of the skip connection (`hsp`), the values of core's
+    `hsp += padded` with zeros for the reference, popping each set's list as it goes (a shared set once)."""
+    import weakref
+
+    controlnets = pack(comfy_host, "xdyna_comfy.controlnets")
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
+    gen = torch.Generator().manual_seed(1)
+    chunks, window = 2, 3
+
+    def residual_set():
+        return {
+            "input": [],
+            "middle": [torch.randn(window, 8, 1, 1, generator=gen)],
+            "output": [torch.randn(window, 4, 2, 2, generator=gen), None, torch.randn(window, 4, 2, 2, generator=gen)],
+        }
+
+    sets = [residual_set()] * chunks if shared else [residual_set() for _ in range(chunks)]
+    expected = {
+        key: [
+            None if layer[0] is None else model_patch._zero_first_per_chunk(torch.cat(layer), chunks)
+            for layer in zip(*(s[key] for s in sets))
+        ]
+        for key in ("middle", "output")
+    }
+    alive = [weakref.ref(t) for s in sets for t in s["output"] if t is not None]
+    control, add_output = model_patch._chunk_control(controlnets.ChunkResiduals(tuple(sets)), chunks)
+    assert control["output"] == [] and control["input"] == []
+    torch.testing.assert_close(control["middle"][0], expected["middle"][0], rtol=0, atol=0)
+    for layer in reversed(range(3)):  # the UNet pops the deepest first
+        hsp = torch.randn(chunks * (window + 1), 4, 2, 2, generator=gen)
+        h = torch.randn(chunks * (window + 1), 4, 2, 2, generator=gen)
+        want = hsp if expected["output"][layer] is None else hsp + expected["output"][layer]
+        h_out, hsp_out = add_output(h, hsp.clone(), {})
+        assert h_out is h
+        torch.testing.assert_close(hsp_out, want, rtol=0, atol=0)
+    assert all(s["output"] == [] for s in sets)
+    del sets, expected
+    assert all(ref() is None for ref in alive)  # popped: the call no longer holds them
+    with pytest.raises(ValueError, match="residuals for 2 CFG chunks in a call of 1"):
+        model_patch._chunk_control(controlnets.ChunkResiduals((residual_set(), residual_set())), 1)
+
+
+def test_on_a_model_without_x_dyna_the_controlnets_give_core_residuals(comfy_host, glue):
+    """X-Dyna Apply ControlNets on a plain SD1.5 MODEL (no X-Dyna patch, which alone takes residuals per chunk):
+    the same video as core's Apply ControlNet chain with the same networks and hints."""
+    import comfy.sample
+    import nodes as core_nodes
+
+    tiny = tiny_xdyna(comfy_host, seed=6, residual_gain=0.1, output_gain=0.1)
+    pose, face = TinyControlNet().load(0, 3)[0], TinyControlNet().load(1, 6)[0]
+    gen = torch.Generator().manual_seed(4)
+    pose_hints, face_hints = torch.rand(4, 32, 48, 3, generator=gen), torch.rand(4, 32, 48, 6, generator=gen)
+    positive, negative = [[torch.zeros(1, 77, 32), {}]], [[torch.ones(1, 77, 32), {}]]  # as `apply` uses
+    core_apply = core_nodes.ControlNetApplyAdvanced().apply_controlnet
+    core = core_apply(positive, negative, pose, pose_hints, 1.0, 0.0, 1.0)
+    core = core_apply(*core, face, face_hints, 1.0, 0.0, 1.0)
+    ours = apply(
+        comfy_host,
+        pose_controlnet=pose,
+        pose_images=pose_hints,
+        face_controlnet=face,
+        face_condition=face_hints,
+        normalize_hints=False,
+    )
+
+    def run(conditioning):
+        latent = torch.zeros(4, 4, 4, 6)
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
+        return comfy.sample.sample(tiny.model, noise, 2, 7.5, "ddim", "ddim_uniform", *conditioning, latent, seed=5)
+
+    plain = run((positive, negative))
+    with_core, with_ours = run(core), run(ours)
+    assert not torch.allclose(with_core, plain, rtol=1e-3, atol=1e-3)  # the ControlNets act
+    torch.testing.assert_close(with_ours, with_core, rtol=0, atol=1e-6)
