@@ -74,6 +74,10 @@ class ChunkResiduals:
 
     chunks: tuple[Residuals, ...]
 
+    def joined_except(self, key: str) -> Residuals:
+        """The residuals of every other key joined along the batch, as core's ControlNets give them."""
+        return _concat([{k: v for k, v in r.items() if k != key} for r in self.chunks])
+
 
 def new_evaluation_id() -> int:
     """A fresh id for one model evaluation of the whole video (a step, or a sub-step of a multi-step sampler)."""

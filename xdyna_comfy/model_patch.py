@@ -561,12 +561,7 @@ def _chunk_control(control: ChunkResiduals, chunks: int):
     if len(control.chunks) != chunks:
         raise ValueError(f"ControlNet residuals for {len(control.chunks)} CFG chunks in a call of {chunks}")
     sets = list({id(r): r for r in control.chunks}.values())  # each distinct set once
-    joined = {
-        key: [None if layer[0] is None else torch.cat(layer) for layer in zip(*(r[key] for r in control.chunks))]
-        for key in control.chunks[0]
-        if key != "output"
-    }
-    standard = _control_with_reference({**joined, "output": []}, chunks)
+    standard = _control_with_reference({**control.joined_except("output"), "output": []}, chunks)
 
     def add_output(h, hsp, transformer_options):
         popped = {id(r): r["output"].pop() if r.get("output") else None for r in sets}
