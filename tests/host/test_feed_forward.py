@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.host.xdyna_setup import comfy_eps, device_computes_in, oracle_eps, pack, random_reference, tiny_xdyna
+from tests.host.xdyna_setup import (
+    comfy_eps,
+    device_computes_in,
+    oracle_eps,
+    pack,
+    random_reference,
+    tiny_xdyna,
+    xdyna_patched,
+)
 
 H, W, FRAMES, T_INDEX = 4, 6, 5, 500
 # Blocks of other row counts run other matrix kernels; their rounding, compounded through the random tiny
@@ -20,18 +28,11 @@ def tiny(comfy_host):
     return tiny_xdyna(comfy_host, seed=11)
 
 
-def patched(comfy_host, tiny, reference):
-    model = tiny.model.clone()
-    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
-    model_patch.XDynaPatch(tiny.weights.components, reference).apply_to(model, tiny.weights.patcher)
-    return model
-
-
-def inputs(seed: int, width: int = 32):
+def inputs(seed: int):
     gen = torch.Generator().manual_seed(seed)
     latent = torch.randn(FRAMES, 4, H, W, generator=gen) * 4
     noise = torch.randn(FRAMES, 4, H, W, generator=gen)
-    return latent, noise, torch.randn(1, 77, width, generator=gen), torch.randn(1, 77, width, generator=gen)
+    return latent, noise, torch.randn(1, 77, 32, generator=gen), torch.randn(1, 77, 32, generator=gen)
 
 
 def feed_forward_names(comfy_host, unet) -> list[str]:
@@ -49,7 +50,7 @@ def counting_blocks(unet, name: str) -> list[int]:
     return seen
 
 
-def tokens_a_block(comfy_host, monkeypatch, tiny, tokens: int) -> None:
+def tokens_a_block(comfy_host, monkeypatch, tokens: int) -> None:
     """Make every feed-forward of the tiny UNet (projection 4 x 2 x 32 wide in fp32) take `tokens` a block."""
     monkeypatch.setattr(pack(comfy_host, "xdyna_core.feed_forward"), "FEED_FORWARD_CHUNK_BYTES", tokens * 256 * 4)
 
@@ -63,7 +64,7 @@ def test_every_transformer_feed_forward_is_patched_with_its_own_layers(comfy_hos
     names = feed_forward_names(comfy_host, unet)
     assert names and all(isinstance(unet.get_submodule(n), comfy_attention.FeedForward) for n in names)
     parameters = sorted(n for n, _ in tiny.model.model.named_parameters())
-    model = patched(comfy_host, tiny, random_reference(comfy_host, tiny.layout, H, W, seed=1))
+    model = xdyna_patched(comfy_host, tiny, random_reference(comfy_host, tiny.layout, H, W, seed=1))
     patches = {k: v for k, v in model.object_patches.items() if isinstance(v, chunked)}
     assert sorted(patches) == sorted(f"diffusion_model.{n}" for n in names)
     for key, module in patches.items():
@@ -87,14 +88,14 @@ def test_every_transformer_feed_forward_is_patched_with_its_own_layers(comfy_hos
 def test_blocks_of_tokens_give_the_whole_prediction_and_the_spec(comfy_host, tiny, monkeypatch):
     reference = random_reference(comfy_host, tiny.layout, H, W, seed=2)
     latent, noise, text_cond, text_uncond = inputs(3)
-    model = patched(comfy_host, tiny, reference)
+    model = xdyna_patched(comfy_host, tiny, reference)
     unet = tiny.model.model.diffusion_model
     name = feed_forward_names(comfy_host, unet)[0]  # the first block's: full resolution
     blocks = counting_blocks(unet, name)
     whole, x, sigma = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)
     tokens = 2 * (FRAMES + 1) * H * W  # both branches batched, the reference frame in each
     assert blocks == [tokens]
-    tokens_a_block(comfy_host, monkeypatch, tiny, 10)
+    tokens_a_block(comfy_host, monkeypatch, 10)
     blocks.clear()
     chunked, _, _ = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)
     assert blocks == [10] * (tokens // 10) + ([tokens % 10] if tokens % 10 else [])
@@ -113,9 +114,9 @@ def test_weight_patches_act_on_the_chunked_layers(comfy_host, tiny, monkeypatch)
     results = {}
     for tokens in (None, 7):
         if tokens is not None:
-            tokens_a_block(comfy_host, monkeypatch, tiny, tokens)
+            tokens_a_block(comfy_host, monkeypatch, tokens)
         for lora in (False, True):
-            model = patched(comfy_host, tiny, reference)
+            model = xdyna_patched(comfy_host, tiny, reference)
             if lora:
                 assert model.add_patches({key: (delta,)}, 1.0) == [key]
             results[tokens, lora] = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)[0]
@@ -129,12 +130,12 @@ def test_half_precision_blocks_give_the_whole_prediction(comfy_host, monkeypatch
         tiny = tiny_xdyna(comfy_host, seed=11, precision="bf16")
         reference = random_reference(comfy_host, tiny.layout, H, W, seed=7)
         latent, noise, text_cond, text_uncond = inputs(8)
-        model = patched(comfy_host, tiny, reference)
+        model = xdyna_patched(comfy_host, tiny, reference)
         unet = tiny.model.model.diffusion_model
         blocks = counting_blocks(unet, feed_forward_names(comfy_host, unet)[0])
         whole = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)[0]
         # bf16 activations are 2 bytes: the budget of 10 fp32 tokens holds 20
-        tokens_a_block(comfy_host, monkeypatch, tiny, 10)
+        tokens_a_block(comfy_host, monkeypatch, 10)
         blocks.clear()
         chunked = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)[0]
     tokens = 2 * (FRAMES + 1) * H * W

@@ -22,9 +22,9 @@ from tests.host.xdyna_setup import (
     comfy_eps,
     device_computes_in,
     oracle_eps,
-    pack,
     random_reference,
     tiny_xdyna,
+    xdyna_patched,
 )
 
 H, W, FRAMES, T_INDEX = 4, 6, 5, 500
@@ -36,13 +36,6 @@ def tier(request, comfy_host):
     storage, compute = PRECISION_TIERS[request.param]
     with device_computes_in(compute):
         yield request.param, storage, compute, tiny_xdyna(comfy_host, seed=11, precision=storage)
-
-
-def patched(comfy_host, tiny, reference):
-    model = tiny.model.clone()
-    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
-    model_patch.XDynaPatch(tiny.weights.components, reference).apply_to(model, tiny.weights.patcher)
-    return model
 
 
 def inputs(seed: int):
@@ -60,7 +53,7 @@ def test_the_tiers_compute_as_a_gpu_would(comfy_host, tier):
     assert unet.get_dtype() == STORAGE_DTYPES[storage]
     assert (unet.manual_cast_dtype or unet.get_dtype()) == compute
     assert {p.dtype for p in tiny.weights.components.parameters()} == {STORAGE_DTYPES[storage]}
-    model = patched(comfy_host, tiny, random_reference(comfy_host, tiny.layout, H, W, seed=1))
+    model = xdyna_patched(comfy_host, tiny, random_reference(comfy_host, tiny.layout, H, W, seed=1))
     seen = []
     model.add_wrapper_with_key(
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
@@ -76,7 +69,7 @@ def test_one_evaluation_stays_within_the_official_half_precision_spread(comfy_ho
     name, storage, compute, tiny = tier
     reference = random_reference(comfy_host, tiny.layout, H, W, seed=1)
     latent, noise, text_cond, text_uncond = inputs(3)
-    model = patched(comfy_host, tiny, reference)
+    model = xdyna_patched(comfy_host, tiny, reference)
     uncond, x, sigma = comfy_eps(model, latent, noise, text_cond, text_uncond, 0.0, T_INDEX)
     cond, _, _ = comfy_eps(model, latent, noise, text_cond, text_uncond, 1.0, T_INDEX)
     ours = torch.stack([cond, uncond]).double()

@@ -74,6 +74,14 @@ def tiny_xdyna(
     return TinyXDyna(sd, model, weights, layout)
 
 
+def xdyna_patched(comfy_host, tiny: TinyXDyna, reference):
+    """A clone of the tiny MODEL with the released X-Dyna patch (all parts, strength 1) applied."""
+    model = tiny.model.clone()
+    model_patch = pack(comfy_host, "xdyna_comfy.model_patch")
+    model_patch.XDynaPatch(tiny.weights.components, reference).apply_to(model, tiny.weights.patcher)
+    return model
+
+
 def random_reference(comfy_host, layout: UNetLayout, height: int, width: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     dim = layout.cross_attention_dim
