@@ -13,6 +13,7 @@ ControlNet found in the conditioning, and a hint whose frame count differs from 
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,13 +27,24 @@ from ..xdyna_core.windows import (
     ContextWindow,
     WindowAverage,
     context_windows,
+    frames_kept_between_windows,
     validate_window_options,
     window_offsets,
 )
-from .controlnets import WINDOW_CALL, WindowCall, _hint_of, control_uses, controls_in, last_uses, new_evaluation_id
+from .controlnets import (
+    WINDOW_CALL,
+    WindowCall,
+    _hint_of,
+    control_uses,
+    controls_in,
+    last_uses,
+    new_evaluation_id,
+    plan_residual_cache,
+)
 from .runtime import release_freed_host_memory
 
 KEY = "xdyna"
+logger = logging.getLogger("xdyna")
 
 
 RUN_STATE = "xdyna_run"  # transformer_options key of the run in progress (its sigmas and window offsets)
@@ -78,9 +90,17 @@ class ContextOptions:
 
     # PREPARE_SAMPLING: what ComfyUI's memory manager plans for ------------------------------------------
 
-    def prepare_sampling_wrapper(self, executor, model, noise_shape, *args, **kwargs):
-        """Tell the memory manager the size of one UNet call: a window plus the reference frame, not the clip."""
-        return executor(model, window_noise_shape(noise_shape, self.length), *args, **kwargs)
+    def prepare_sampling_wrapper(self, executor, model, noise_shape, conds, *args, **kwargs):
+        """Tell the memory manager the size of one UNet call (a window plus the reference frame, not the clip)
+        and what the ControlNets keep between windows (their residual caches, sized from the window plan)."""
+        model_options = kwargs.get("model_options", args[0] if args else None) or {}
+        kept = 0
+        if len(noise_shape) == 4 and model_options.get("context_handler") is None:  # core's windows share nothing
+            kept = frames_kept_between_windows(noise_shape[0], self.schedule, self.length, self.overlap)
+        planned = plan_residual_cache(conds, tuple(noise_shape[-2:]), kept)
+        if planned:
+            logger.debug("X-Dyna: planning %.0f MB for ControlNet residuals kept between windows", planned / 2**20)
+        return executor(model, window_noise_shape(noise_shape, self.length), conds, *args, **kwargs)
 
     # SAMPLER_SAMPLE: one sampling run --------------------------------------------------------------------
 

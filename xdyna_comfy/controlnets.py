@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import comfy.controlnet
+import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
 import comfy.model_base
 import comfy.model_management
 import comfy.utils
@@ -157,6 +158,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
     hint_frames: HintFrames | None = None
     hint_ranges: tuple[torch.Tensor, torch.Tensor] | None = None
     xdyna_name: str | None = None
+    planned_cache_bytes = 0  # residuals this run may keep between windows on the compute device (`plan_residual_cache`)
 
     @classmethod
     def adopt(
@@ -204,11 +206,23 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         super().copy_to(c)
         if isinstance(c, XDynaControlNet):
             c.hint_frames, c.hint_ranges, c.xdyna_name = self.hint_frames, self.hint_ranges, self.xdyna_name
+            c.planned_cache_bytes = self.planned_cache_bytes
 
     def cleanup(self) -> None:  # core's call at the end of a sampling run
         super().cleanup()
         self._reset()
         self._reset_log()
+        self.planned_cache_bytes = 0
+
+    def inference_memory_requirements(self, dtype) -> int:
+        """Core's figure for the chain, plus the residuals this run may keep between windows: ComfyUI's memory
+        manager adds it to what it frees on the compute device before the run (`plan_residual_cache`)."""
+        return super().inference_memory_requirements(dtype) + self.planned_cache_bytes
+
+    def residual_bytes(self, latent_size: tuple[int, int]) -> int:
+        """Bytes of one frame's residuals (one per input block and the middle one) at this latent size."""
+        dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.control_model.dtype
+        return residual_elements(self.control_model, latent_size) * torch.empty((), dtype=dtype).element_size()
 
     @property
     def hint_shape(self) -> tuple[int, int, int, int]:
@@ -464,6 +478,68 @@ class ImageLayoutHints(HintFrames):
 
     def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
         return self.inner.planar(index, device)
+
+
+def residual_elements(control_model, latent_size: tuple[int, int]) -> int:
+    """Elements of one frame's residuals from an SD ControlNet network at a latent size: each input block's zero
+    convolution at that block's resolution (a downsampling block halves it, rounding up, as its stride-2
+    convolution does) and the middle block's at the last."""
+    height, width = latent_size
+    total = 0
+    for block, zero_conv in zip(control_model.input_blocks, control_model.zero_convs):
+        if any(isinstance(m, openaimodel.Downsample) for m in block.modules()):
+            height, width = -(-height // 2), -(-width // 2)
+        total += _out_channels(zero_conv) * height * width
+    return total + _out_channels(control_model.middle_block_out) * height * width
+
+
+def _out_channels(zero_conv) -> int:
+    return next(m for m in zero_conv.modules() if isinstance(m, torch.nn.Conv2d)).out_channels
+
+
+def plan_residual_cache(conds: Mapping[str, list], latent_size: tuple[int, int], frames_kept: int) -> int:
+    """Tell each ControlNet of a run what its residual cache may hold on the compute device between windows, so
+    ComfyUI's memory manager plans for it (`inference_memory_requirements`); the total in bytes.
+
+    `frames_kept` frames (`windows.frames_kept_between_windows`) for every sharing group: the distinct text
+    contexts among the condition entries that run the chain (one for the released empty prompt, two when the
+    branches differ). A fused chain keeps one merged set per frame at its head; an unfused one a set per X-Dyna
+    link. Each cache stays within `CACHE_BUDGET_BYTES` (past it, the rest moves to the offload device or is
+    recomputed).
+    """
+    contexts: dict[int, list] = {}
+    caching: dict[int, XDynaControlNet] = {}
+    for cond_list in conds.values():
+        for cond in cond_list or []:
+            if not isinstance(cond, dict):
+                continue
+            chain = next(_chains([[cond]]))
+            links = chain[:1] if chain and isinstance(chain[0], XDynaControlNet) and chain[0]._fuses_chain() else chain
+            for link in links:
+                if isinstance(link, XDynaControlNet):
+                    caching[id(link)] = link
+                    contexts.setdefault(id(link), []).append(cond.get("crossattn_controlnet", cond.get("cross_attn")))
+    for control in controls_in(conds.values()):
+        if isinstance(control, XDynaControlNet):
+            control.planned_cache_bytes = 0
+    total = 0
+    for key, link in caching.items():
+        planned = _distinct(contexts[key]) * frames_kept * link.residual_bytes(latent_size)
+        link.planned_cache_bytes = min(planned, CACHE_BUDGET_BYTES)
+        total += link.planned_cache_bytes
+    return total
+
+
+def _distinct(contexts: list) -> int:
+    """How many different text contexts (an entry without a tensor counts as its own)."""
+    kept: list[torch.Tensor] = []
+    others = 0
+    for context in contexts:
+        if not isinstance(context, torch.Tensor):
+            others += 1
+        elif not any(k.shape == context.shape and torch.equal(k, context.to(k.device)) for k in kept):
+            kept.append(context)
+    return len(kept) + others
 
 
 def adopt_controls(conds: Mapping[str, list]) -> None:

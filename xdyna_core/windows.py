@@ -126,6 +126,38 @@ def context_windows(
     raise ValueError(f"unknown context schedule {schedule!r}; choose one of {CONTEXT_SCHEDULES}")
 
 
+def frames_kept_between_windows(
+    num_frames: int,
+    schedule: ContextSchedule = "uniform_closed_loop",
+    length: int = DEFAULT_WINDOW_LENGTH,
+    overlap: int = DEFAULT_OVERLAP,
+) -> int:
+    """The most frames whose per-frame results one step must keep while a window is evaluated: those an earlier
+    (or this) window has seen and a later window needs again, at the worst offset the schedule can draw.
+
+    A frame's ControlNet residuals are computed by the first window that covers it and reused by the later ones;
+    while window i runs, the frames with first window ≤ i < last window are kept for later. 0 for one window.
+    """
+    most = 0
+    for offset in range(length) if schedule == "uniform_closed_loop" else (0,):
+        windows = context_windows(num_frames, schedule, length, overlap, offset)
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for i, window in enumerate(windows):
+            for frame in window.frames:
+                first.setdefault(frame, i)
+                last[frame] = i
+        change = [0] * (len(windows) + 1)  # kept from window first[f] up to (not including) window last[f]
+        for frame, start in first.items():
+            change[start] += 1
+            change[last[frame]] -= 1
+        kept = 0
+        for delta in change:
+            kept += delta
+            most = max(most, kept)
+    return most
+
+
 def window_offsets(seed: int, steps: int, length: int = DEFAULT_WINDOW_LENGTH) -> list[int]:
     """One tiling offset per step, uniform in [0, length − 1] as released, drawn from a generator seeded by `seed`
     (0 to 2**64 - 1, read as `seeds.torch_seed`).

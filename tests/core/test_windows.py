@@ -12,6 +12,7 @@ from xdyna_core.windows import (
     ContextWindow,
     WindowAverage,
     context_windows,
+    frames_kept_between_windows,
     static_windows,
     uniform_closed_loop,
     validate_window_options,
@@ -231,3 +232,33 @@ def test_other_bad_input():
     with pytest.raises(ValueError, match="steps"):
         window_offsets(0, -1)
     validate_window_options(1, 24, 23)  # the limits themselves are fine
+
+
+def kept_by_definition(windows: list[ContextWindow]) -> int:
+    """While each window runs: the frames some window up to it has seen that a later window needs again."""
+    return max(
+        len({f for w in windows[: i + 1] for f in w.frames} & {f for w in windows[i + 1 :] for f in w.frames})
+        for i in range(len(windows))
+    )
+
+
+@pytest.mark.parametrize("num_frames", [17, 20, 28, 40, 52, 64, 100, 193])
+@pytest.mark.parametrize("length,overlap", [(16, 4), (12, 6), (24, 8)])
+def test_frames_kept_between_windows_is_the_worst_offsets_count(num_frames, length, overlap):
+    expected = max(
+        kept_by_definition(uniform_closed_loop(num_frames, length, overlap, offset)) for offset in range(length)
+    )
+    assert frames_kept_between_windows(num_frames, "uniform_closed_loop", length, overlap) == expected
+    static = kept_by_definition(static_windows(num_frames, length, overlap))
+    assert frames_kept_between_windows(num_frames, "static", length, overlap) == static
+
+
+def test_frames_kept_between_windows_on_the_released_tiling():
+    # one window keeps nothing; a length that is a multiple of the stride (12) keeps the 4 overlapping frames
+    # and the 4 the last window wraps round to; static windows keep one overlap, more where the last window, moved
+    # back to end on the last frame, overlaps the one before it further
+    assert [frames_kept_between_windows(n) for n in (1, 7, 16)] == [0, 0, 0]
+    assert {frames_kept_between_windows(n) for n in (60, 192, 600)} == {4 + 4}
+    assert frames_kept_between_windows(40) == 4 + 12  # windows 0-15, 12-27, 24-39, 36-51: 0-11 wrap round
+    assert frames_kept_between_windows(40, "static") == 4  # windows 0-15, 12-27, 24-39
+    assert frames_kept_between_windows(600, "static") == 8  # ..., 576-591, 584-599

@@ -14,7 +14,14 @@ import torch
 
 from tests.fixtures.official_layout import TINY_UNET
 from tests.host.support_nodes import TinyControlNet
-from tests.host.xdyna_setup import apply_controlnets, pack, random_reference, tiny_xdyna
+from tests.host.xdyna_setup import (
+    PRECISION_TIERS,
+    apply_controlnets,
+    device_computes_in,
+    pack,
+    random_reference,
+    tiny_xdyna,
+)
 
 H, W, STEPS = 4, 6, 3
 
@@ -185,7 +192,7 @@ def test_cache_holds_only_frames_still_needed(comfy_host, setup, cache_sizes, co
     frames, same = 40, text(1)
     sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
     # what the window plan makes necessary: frames seen by an earlier window and needed by a later one (for 40
-    # frames, 4 shared with the next window and 12 that the last window wraps round to); 8 for any N >= 52
+    # frames, 4 shared with the next window and 12 that the last window wraps round to); 8 when N is a multiple of 12
     windows = pack(comfy_host, "xdyna_core.windows").context_windows(frames, "uniform_closed_loop", 16, 4, 0)
     first = {f: min(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
     last = {f: max(i for i, w in enumerate(windows) if f in w.frames) for f in range(frames)}
@@ -382,3 +389,98 @@ def test_the_xdyna_call_holds_one_residual_set_per_evaluation_and_adds_it_to_the
     joined = sample(comfy_host, setup, frames, controls(comfy_host, frames, positive, negative.clone()))
     assert not sets and applied and all(applied)
     torch.testing.assert_close(by_chunk, joined, rtol=0, atol=0)
+
+
+# --- the memory plan: what ComfyUI frees for the residuals kept between windows --------------------------------
+
+
+@pytest.mark.parametrize("latent", [(H, W), (5, 7), (9, 3)], ids=["4x6", "5x7", "9x3"])
+@pytest.mark.parametrize("tier", ["fp32", *PRECISION_TIERS])
+def test_one_frames_residual_bytes_are_counted_from_the_network(comfy_host, setup, latent, tier):
+    """What one frame's residuals take, from the network's blocks, against the outputs of a real evaluation in the
+    dtype the device computes in (half precision as on a GPU, or cast); odd latent sizes: each downsampling
+    block halves the resolution rounding up, as its stride-2 convolution does."""
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    storage, compute = PRECISION_TIERS.get(tier, ("fp32", torch.float32))
+    hints = pack(comfy_host, "xdyna_core.hints").TensorHintFrames(torch.rand(1, latent[0] * 8, latent[1] * 8, 3))
+    with device_computes_in(compute):
+        control = controlnet_patch.XDynaControlNet.adopt(TinyControlNet().load(1, 3, storage)[0], hints)
+    model = control.control_model
+    out = model(
+        x=torch.randn(1, 4, *latent, dtype=compute),
+        hint=torch.rand(1, 3, latent[0] * 8, latent[1] * 8, dtype=compute),
+        timesteps=torch.tensor([500.0], dtype=compute),
+        context=torch.randn(1, 77, 32, dtype=compute),
+    )
+    found = [v for layers in out.values() for v in layers if v is not None]
+    assert len(out["output"]) == len(model.input_blocks) > 1 and {v.dtype for v in found} == {compute}
+    assert control.residual_bytes(latent) == sum(v.numel() * v.element_size() for v in found)
+
+
+def test_a_real_size_frame_of_residuals_at_512x896_is_23_5_mb_in_fp16(comfy_host, setup):
+    """The SD1.5 ControlNet of the real file layout (uninitialised weights: only the blocks count): 320 channels
+    ×3 at 64×112, 320 + 640×2 at 32×56, 640 + 1280×2 at 16×28, 1280×3 at 8×14 and the middle 1280 at 8×14."""
+    from tests.fixtures.official_layout import SD15_UNET, controlnet_key_shapes
+
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    loaders = pack(comfy_host, "xdyna_comfy.loaders")
+    sd = {k: torch.empty(shape, dtype=torch.float16) for k, shape in controlnet_key_shapes(SD15_UNET, 3).items()}
+    hints = pack(comfy_host, "xdyna_core.hints").TensorHintFrames(torch.rand(1, 896, 512, 3))
+    with device_computes_in(torch.float16):
+        control = controlnet_patch.XDynaControlNet.adopt(loaders.build_sd15_controlnet(sd, "fp16"), hints)
+    del sd
+    elements = 64 * 112 * 320 * 3 + 32 * 56 * (320 + 640 * 2) + 16 * 28 * (640 + 1280 * 2) + 8 * 14 * 1280 * 4
+    assert control.residual_bytes((112, 64)) == 2 * elements == 23_511_040
+
+
+@pytest.fixture
+def plans(comfy_host, monkeypatch):
+    """The `memory_required` ComfyUI's sampler hands the memory manager, one per run."""
+    import comfy.model_management
+
+    planned = []
+    real = comfy.model_management.load_models_gpu
+
+    def load_models_gpu(models, memory_required=0, *args, **kwargs):
+        planned.append(memory_required)
+        return real(models, memory_required, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.model_management, "load_models_gpu", load_models_gpu)
+    return planned
+
+
+@pytest.mark.parametrize("prompts", ["same", "different"])
+def test_the_memory_plan_holds_the_residuals_kept_between_windows(comfy_host, setup, plans, cache_sizes, prompts):
+    """A 40-frame clip keeps up to 16 frames' residuals between windows (4 shared with the next window and 12 the
+    last wraps round to), once per sharing group; a one-window clip keeps none. The plan for both is one window's
+    UNet call, so the difference is the cache, and it is what the run held at its largest."""
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    positive, negative = text(1), text(2) if prompts == "different" else text(1)
+    sample(comfy_host, setup, 16, controls(comfy_host, 16, positive, negative.clone()))
+    assert not any(count for count, *_ in cache_sizes)
+    conditioning = controls(comfy_host, 40, positive, negative.clone())
+    head = conditioning[0][0][1]["control"]
+    sample(comfy_host, setup, 40, conditioning)
+    one_window, clip = plans
+    frame_bytes = {nbytes // count for count, nbytes, _ in cache_sizes if count}
+    groups = {"same": 1, "different": 2}[prompts]
+    assert len(frame_bytes) == 1 and max(count for count, *_ in cache_sizes) == 16 * groups
+    assert clip - one_window == 16 * groups * frame_bytes.pop() == max(nbytes for _, nbytes, _ in cache_sizes)
+    # the plan is the run's: the ControlNets the user's conditioning holds forget it when the run ends
+    assert all(c.planned_cache_bytes == 0 for c in controlnet_patch.controls_in([[{"control": head}]]))
+
+
+def test_an_unfused_chain_plans_a_cache_per_controlnet_and_a_full_cache_the_budget(
+    comfy_host, setup, plans, unfused, monkeypatch
+):
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    same = text(1)
+    for frames in (16, 40):
+        sample(comfy_host, setup, frames, controls(comfy_host, frames, same, same.clone()))
+    fused = plans[1] - plans[0]
+    unfused()
+    sample(comfy_host, setup, 40, controls(comfy_host, 40, same, same.clone()))
+    assert fused > 0 and plans[2] - plans[0] == 2 * fused  # pose and S-Face each keep their own residuals
+    monkeypatch.setattr(controlnet_patch, "CACHE_BUDGET_BYTES", 1000)
+    sample(comfy_host, setup, 40, controls(comfy_host, 40, same, same.clone()))
+    assert plans[3] - plans[0] == 2 * 1000  # past the budget the rest is moved or recomputed: never on the device
