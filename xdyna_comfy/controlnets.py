@@ -504,7 +504,7 @@ def plan_residual_cache(conds: Mapping[str, list], latent_size: tuple[int, int],
     `frames_kept` frames (`windows.frames_kept_between_windows`) for every sharing group: the distinct text
     contexts among the condition entries that run the chain (one for the released empty prompt, two when the
     branches differ). A fused chain keeps one merged set per frame at its head; an unfused one a set per X-Dyna
-    link. Each cache stays within `CACHE_BUDGET_BYTES` (past it, the rest moves to the offload device or is
+    link, down to one that fuses the links below it. Each cache stays within `CACHE_BUDGET_BYTES` (past it, the rest moves to the offload device or is
     recomputed).
     """
     contexts: dict[int, list] = {}
@@ -513,12 +513,9 @@ def plan_residual_cache(conds: Mapping[str, list], latent_size: tuple[int, int],
         for cond in cond_list or []:
             if not isinstance(cond, dict):
                 continue
-            chain = next(_chains([[cond]]))
-            links = chain[:1] if chain and isinstance(chain[0], XDynaControlNet) and chain[0]._fuses_chain() else chain
-            for link in links:
-                if isinstance(link, XDynaControlNet):
-                    caching[id(link)] = link
-                    contexts.setdefault(id(link), []).append(cond.get("crossattn_controlnet", cond.get("cross_attn")))
+            for link in _caching_links(next(_chains([[cond]]))):
+                caching[id(link)] = link
+                contexts.setdefault(id(link), []).append(cond.get("crossattn_controlnet", cond.get("cross_attn")))
     for control in controls_in(conds.values()):
         if isinstance(control, XDynaControlNet):
             control.planned_cache_bytes = 0
@@ -528,6 +525,16 @@ def plan_residual_cache(conds: Mapping[str, list], latent_size: tuple[int, int],
         link.planned_cache_bytes = min(planned, CACHE_BUDGET_BYTES)
         total += link.planned_cache_bytes
     return total
+
+
+def _caching_links(chain: list):
+    """The X-Dyna links of a chain (head first) that keep residuals: each unfused one, and the first that fuses
+    (it computes the rest of the chain itself, so the links below it keep nothing)."""
+    for link in chain:
+        if isinstance(link, XDynaControlNet):
+            yield link
+            if link._fuses_chain():
+                return
 
 
 def _distinct(contexts: list) -> int:

@@ -449,16 +449,17 @@ def plans(comfy_host, monkeypatch):
     return planned
 
 
+@pytest.mark.parametrize("core", [False, True], ids=["ours", "core-apply-controlnet"])
 @pytest.mark.parametrize("prompts", ["same", "different"])
-def test_the_memory_plan_holds_the_residuals_kept_between_windows(comfy_host, setup, plans, cache_sizes, prompts):
+def test_the_memory_plan_holds_the_residuals_kept_between_windows(comfy_host, setup, plans, cache_sizes, prompts, core):
     """A 40-frame clip keeps up to 16 frames' residuals between windows (4 shared with the next window and 12 the
     last wraps round to), once per sharing group; a one-window clip keeps none. The plan for both is one window's
     UNet call, so the difference is the cache, and it is what the run held at its largest."""
     controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
     positive, negative = text(1), text(2) if prompts == "different" else text(1)
-    sample(comfy_host, setup, 16, controls(comfy_host, 16, positive, negative.clone()))
+    sample(comfy_host, setup, 16, controls(comfy_host, 16, positive, negative.clone(), core=core))
     assert not any(count for count, *_ in cache_sizes)
-    conditioning = controls(comfy_host, 40, positive, negative.clone())
+    conditioning = controls(comfy_host, 40, positive, negative.clone(), core=core)
     head = conditioning[0][0][1]["control"]
     sample(comfy_host, setup, 40, conditioning)
     one_window, clip = plans
@@ -467,7 +468,33 @@ def test_the_memory_plan_holds_the_residuals_kept_between_windows(comfy_host, se
     assert len(frame_bytes) == 1 and max(count for count, *_ in cache_sizes) == 16 * groups
     assert clip - one_window == 16 * groups * frame_bytes.pop() == max(nbytes for _, nbytes, _ in cache_sizes)
     # the plan is the run's: the ControlNets the user's conditioning holds forget it when the run ends
-    assert all(c.planned_cache_bytes == 0 for c in controlnet_patch.controls_in([[{"control": head}]]))
+    assert all(getattr(c, "planned_cache_bytes", 0) == 0 for c in controlnet_patch.controls_in([[{"control": head}]]))
+
+
+def test_only_the_links_that_keep_residuals_plan_for_them(comfy_host, setup):
+    """A chain's head that fuses plans for the merged set; below a core control (here a T2I adapter, which core
+    runs link by link) the X-Dyna links that fuse plan for theirs; entries with equal contexts share."""
+    import comfy.controlnet
+
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    hints = pack(comfy_host, "xdyna_core.hints").TensorHintFrames(torch.rand(2, H * 8, W * 8, 3))
+    pose = controlnet_patch.XDynaControlNet.adopt(TinyControlNet().load(1, 3)[0], hints)
+    face = controlnet_patch.XDynaControlNet.adopt(TinyControlNet().load(2, 3)[0], hints)
+    face.previous_controlnet = pose
+    frame = pose.residual_bytes((H, W))
+
+    def planned(head, *contexts):
+        conds = {"positive": [{"control": head, "cross_attn": c} for c in contexts]}
+        total = controlnet_patch.plan_residual_cache(conds, (H, W), 8)
+        return total, face.planned_cache_bytes, pose.planned_cache_bytes
+
+    assert planned(face, text(1), text(1)) == (8 * frame, 8 * frame, 0)
+    assert planned(face, text(1), text(2)) == (16 * frame, 16 * frame, 0)
+    adapter = comfy.controlnet.T2IAdapter(torch.nn.Identity(), 3, 8, "nearest-exact", "cpu")
+    adapter.set_previous_controlnet(face)
+    assert planned(adapter, text(1)) == (8 * frame, 8 * frame, 0)
+    pose.previous_controlnet = comfy.controlnet.T2IAdapter(torch.nn.Identity(), 3, 8, "nearest-exact", "cpu")
+    assert planned(face, text(1)) == (16 * frame, 8 * frame, 8 * frame)  # unfused: each keeps its own
 
 
 def test_an_unfused_chain_plans_a_cache_per_controlnet_and_a_full_cache_the_budget(
