@@ -221,8 +221,13 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
 
     def residual_bytes(self, latent_size: tuple[int, int]) -> int:
         """Bytes of one frame's residuals (one per input block and the middle one) at this latent size."""
-        dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.control_model.dtype
-        return residual_elements(self.control_model, latent_size) * torch.empty((), dtype=dtype).element_size()
+        element = torch.empty((), dtype=self._compute_dtype).element_size()
+        return residual_elements(self.control_model, latent_size) * element
+
+    @property
+    def _compute_dtype(self) -> torch.dtype:
+        """The dtype the network computes (and returns its residuals) in: the manual cast's, else its weights'."""
+        return self.manual_cast_dtype if self.manual_cast_dtype is not None else self.control_model.dtype
 
     @property
     def hint_shape(self) -> tuple[int, int, int, int]:
@@ -325,7 +330,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         if not all(torch.equal(v, first_extras[k].expand_as(v)) for k, v in extras.items()):
             return None
         for i, (known, known_extras) in enumerate(self._groups):
-            if known.shape == first.shape and torch.equal(known, first.to(known.device)):
+            if _same_tensor(known, first):
                 if known_extras.keys() == first_extras.keys() and all(
                     torch.equal(known_extras[k], first_extras[k]) for k in known_extras
                 ):
@@ -430,7 +435,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
 
     def _evaluate(self, x, t, context, extras, frames) -> Residuals:
         """The ControlNet on these rows (unscaled residuals), as core's `get_control` computes them."""
-        dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.control_model.dtype
+        dtype = self._compute_dtype
         extra = self.extra_args.copy()
         for key, value in extras.items():
             extra[key] = comfy.model_base.convert_tensor(value, dtype, x.device)
@@ -504,8 +509,8 @@ def plan_residual_cache(conds: Mapping[str, list], latent_size: tuple[int, int],
     `frames_kept` frames (`windows.frames_kept_between_windows`) for every sharing group: the distinct text
     contexts among the condition entries that run the chain (one for the released empty prompt, two when the
     branches differ). A fused chain keeps one merged set per frame at its head; an unfused one a set per X-Dyna
-    link, down to one that fuses the links below it. Each cache stays within `CACHE_BUDGET_BYTES` (past it, the rest moves to the offload device or is
-    recomputed).
+    link, down to one that fuses the links below it. Each cache stays within `CACHE_BUDGET_BYTES` (past it, the
+    rest moves to the offload device or is recomputed).
     """
     contexts: dict[int, list] = {}
     caching: dict[int, XDynaControlNet] = {}
@@ -544,9 +549,14 @@ def _distinct(contexts: list) -> int:
     for context in contexts:
         if not isinstance(context, torch.Tensor):
             others += 1
-        elif not any(k.shape == context.shape and torch.equal(k, context.to(k.device)) for k in kept):
+        elif not any(_same_tensor(k, context) for k in kept):
             kept.append(context)
     return len(kept) + others
+
+
+def _same_tensor(known: torch.Tensor, other: torch.Tensor) -> bool:
+    """Equal shapes and values, wherever `other` lives."""
+    return known.shape == other.shape and torch.equal(known, other.to(known.device))
 
 
 def adopt_controls(conds: Mapping[str, list]) -> None:
