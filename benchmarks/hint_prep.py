@@ -1,13 +1,13 @@
 r"""Time a ControlNet spends preparing its hints: milliseconds per frame, per hint kind, on the sampling device.
 
 Every step, each X-Dyna ControlNet asks for the hints of the frames it evaluates (a window's new frames): pose
-frames drawn from keypoints, S-Face canvases cut from the driving frames (fitted to the generation size first
-when the video has another size; also placed onto a retargeted head, scaled, as Pose Retarget's limbs and
-global modes make them), or IMAGE hints indexed from the user's tensor; then they are normalised
-(the release's per-stream min-max) and cast to the ControlNet's dtype on the compute device. This runs the
-pack's own `XDynaControlNet._hints` on the ControlNets that X-Dyna Apply ControlNets builds, a window of
-frames at a time, on CUDA when there is one (synchronised, so the figure is the wall time a step waits), and
-prints the best of a few rounds per frame.
+frames drawn from keypoints, S-Face canvases cut from the driving frames (the part they copy fitted to the
+generation size when the video has another size; also placed onto a retargeted head, scaled, as Pose
+Retarget's limbs and global modes make them), or IMAGE hints indexed from the user's tensor; then they are
+normalised (the release's per-stream min-max) and cast to the ControlNet's dtype on the compute device. This
+runs the pack's own `XDynaControlNet._hints` on the ControlNets that X-Dyna Apply ControlNets builds, a window
+of frames at a time, on CUDA when there is one (synchronised, so the figure is the wall time a step waits),
+and prints the best of a few rounds per frame.
 
     python benchmarks/hint_prep.py                                   # 512x896, 12 frames a call
     python benchmarks/hint_prep.py --driving 1280x720 --threads 1    # footage of another size, one CPU thread

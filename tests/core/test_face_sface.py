@@ -17,6 +17,7 @@ from xdyna_core.face.sface import (
     patch_half_size,
     render_canvases,
 )
+from xdyna_core.image_prep import RESIZE_METHODS, fit_to_size
 
 
 def official_sface(img: np.ndarray, lmks: np.ndarray):
@@ -214,3 +215,26 @@ def test_cutting_reports_the_box_bounding_what_it_wrote(border):
         local, glob = torch.zeros(64, 48, 3), torch.zeros(64, 48, 3)
         written = cut_canvases(local, glob, frame, box, centres, border)
         assert written == lit_box(torch.cat([local, glob], -1)), (box, border)
+
+
+@pytest.mark.parametrize("method", RESIZE_METHODS)
+@pytest.mark.parametrize(
+    ("size", "crop", "border"), [((90, 160), "top_biased", "clip"), ((50, 22), "center", "release")]
+)
+def test_a_condition_of_other_size_footage_cuts_what_the_fitted_clip_holds(method, size, crop, border):
+    """Driving frames of another size: each frame's canvases are those cut from the whole fitted frame (fitting
+    only the part they copy, to float32 rounding), for boxes and patches inside, at and over the edges."""
+    frames = torch.rand(4, *size, 3, generator=torch.Generator().manual_seed(size[0]))
+    width, height = 40, 32
+    boxes = torch.tensor([[8, 6, 24, 22], [0, 0, 40, 32], [30, 20, 40, 32], [10, 10, 10, 10]])
+    centres = torch.tensor(
+        [[[12, 11], [20, 11], [16, 18]], [[1, 2], [38, 3], [20, 31]], [[33, 22], [39, 25], [36, 31]], [[10, 10]] * 3]
+    )
+    cond = SFaceCondition(
+        frames, width, height, boxes, centres, ["detected"] * 4, crop=crop, resize=method, border=border
+    )
+    fitted, _ = fit_to_size(frames, width, height, anchor=crop, method=method)
+    local, glob = render_canvases(fitted, boxes.tolist(), list(centres.numpy()), border)
+    hint = cond.hint()
+    torch.testing.assert_close(hint, torch.cat([local, glob], -1), rtol=0, atol=2e-6)
+    assert hint[:3].abs().sum((1, 2, 3)).min() > 0 and not hint[3].any()  # three faces cut, the empty box gives none

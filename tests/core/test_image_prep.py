@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from tests.oracles.official_preprocess import official_driving_crop, official_reference_crop
-from xdyna_core.image_prep import CropBox, aspect_crop_box, fit_to_size, map_points_through_fit, resize_images
+from xdyna_core.image_prep import (
+    RESIZE_METHODS,
+    CropBox,
+    aspect_crop_box,
+    fit_region,
+    fit_to_size,
+    map_points_through_fit,
+    resize_images,
+    resize_taps,
+)
 
 
 def random_uint8(h: int, w: int, seed: int) -> np.ndarray:
@@ -99,3 +108,61 @@ def test_bad_shapes_are_named():
         fit_to_size(torch.rand(8, 8, 3), 8, 8)
     with pytest.raises(ValueError, match="positive"):
         aspect_crop_box(0, 8, 8, 8)
+
+
+def influence(image: torch.Tensor, width: int, height: int, rows, cols, anchor: str, method: str) -> torch.Tensor:
+    """`[H, W]` mask of the source pixels that the fitted frame's rows x cols depend on (autograd through the
+    whole-frame fit)."""
+    source = image.clone().requires_grad_(True)
+    fitted, _ = fit_to_size(source[None], width, height, anchor=anchor, method=method)
+    region = fitted[0, rows[0] : rows[1], cols[0] : cols[1]]
+    (region * torch.rand(region.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    return source.grad.abs().sum(-1) > 0
+
+
+@pytest.mark.parametrize("method", RESIZE_METHODS)
+@pytest.mark.parametrize(
+    ("src", "anchor"), [((1920, 1080), "top_biased"), ((720, 1280), "center"), ((60, 40), "center")]
+)
+def test_a_fitted_region_is_that_part_of_the_fitted_frame_read_from_the_pixels_it_needs(method, src, anchor):
+    """`fit_region` gives rows x cols of `fit_to_size`'s frame (to float32 rounding) for every method, down- and
+    upscaled, at the edges too; a source pixel the region does not depend on is never read (NaN there stays
+    out)."""
+    (h, w), (width, height) = src, (48, 84)
+    gen = torch.Generator().manual_seed(h)
+    image = torch.rand(h, w, 3, generator=gen)
+    fitted, _ = fit_to_size(image[None], width, height, anchor=anchor, method=method)
+    for rows, cols in [((0, height), (0, width)), ((10, 37), (5, 19)), ((height - 1, height), (width - 3, width))]:
+        region = fit_region(image, width, height, rows, cols, anchor, method)
+        assert region.shape == (rows[1] - rows[0], cols[1] - cols[0], 3) and region.dtype == torch.float32
+        expected = fitted[0, rows[0] : rows[1], cols[0] : cols[1]]
+        torch.testing.assert_close(region, expected, rtol=0, atol=2e-6)
+        poisoned = image.masked_fill(~influence(image, width, height, rows, cols, anchor, method)[..., None], torch.nan)
+        torch.testing.assert_close(fit_region(poisoned, width, height, rows, cols, anchor, method), region)
+
+
+def test_a_region_needing_no_resize_is_the_frame_s_own_pixels():
+    image = torch.rand(90, 48, 3, generator=torch.Generator().manual_seed(3))
+    box = aspect_crop_box(48, 90, 48, 84, "top_biased")  # a crop of exactly 48 x 84 pixels: no resize
+    assert (box.width, box.height) == (48, 84)
+    region = fit_region(image, 48, 84, (3, 50), (7, 40), "top_biased")
+    assert torch.equal(region, image[box.top + 3 : box.top + 50, box.left + 7 : box.left + 40])
+    with pytest.raises(ValueError, match=r"non-empty part of a 48x84 frame"):
+        fit_region(image, 48, 84, (80, 90), (0, 4))
+
+
+@pytest.mark.parametrize("method", RESIZE_METHODS)
+def test_resize_taps_restate_the_resize_along_one_axis(method):
+    """Output pixel j is sum_k weight[j, k] * source[index[j, k]]: applied to a random row that is the resize."""
+    for size_in, size_out in [(1920, 512), (405, 512), (7, 7), (3, 10)]:
+        index, weight = resize_taps(size_in, size_out, method)
+        row = torch.rand(size_in, generator=torch.Generator().manual_seed(size_in))
+        expected = resize_images(row.view(1, 1, size_in, 1), size_out, 1, method).flatten()
+        restated = (weight * row[index]).sum(1)
+        torch.testing.assert_close(
+            restated.clamp(0, 1) if method == "bicubic" else restated, expected, rtol=0, atol=1e-6
+        )
+        assert index.shape == weight.shape and index.shape[0] == size_out
+        assert ((index >= 0) & (index < size_in)).all()
+    with pytest.raises(ValueError, match="resize method"):
+        resize_taps(4, 2, "lanczos")

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import torch
 
 from ..hints import HintFrames
-from ..image_prep import CropAnchor, ResizeMethod, fit_to_size
+from ..image_prep import CropAnchor, ResizeMethod, fit_region
 from .follow import is_identity, place_face
 from .landmarks import FEATURE_NAMES
-from .sface import Border, cut_canvases
+from .sface import Border, canvas_windows, cut_canvases, windows_bounds
 
 
 class SFaceCondition(HintFrames):
@@ -91,12 +91,11 @@ class SFaceCondition(HintFrames):
         """(width, height) of the canvases: the generation size."""
         return self._width, self._height
 
-    def _fitted(self, i: int, device: torch.device) -> torch.Tensor:
-        """Driving frame i at the generation size, `[H, W, C]` float32 on `device` (a view when it already has
-        that size and lies there)."""
-        frame = self.driving[i : i + 1]
-        fitted, _ = fit_to_size(frame, self._width, self._height, anchor=self.crop, method=self.resize)
-        return fitted[0].to(device=device, dtype=torch.float32)
+    def _fitted(self, i: int, rows: tuple[int, int], cols: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """Rows and columns of driving frame i fitted to the generation size, `[h, w, 3]` float32 on `device`:
+        only the source pixels they read are moved there and resized there (`image_prep.fit_region`)."""
+        frame = self.driving[i, ..., :3]  # the canvases copy colour only
+        return fit_region(frame, self._width, self._height, rows, cols, self.crop, self.resize, device)
 
     def _frames(self, index: list[int]) -> torch.Tensor:
         out = torch.zeros(len(index), self._height, self._width, 6)
@@ -113,23 +112,26 @@ class SFaceCondition(HintFrames):
         """Write the canvases of the indexed frames into the black `[k, H, W, 6]` `out` (any layout or device).
 
         One frame at a time, straight into the output: a window costs its 6-channel hints and nothing more.
-        A frame placed onto a retargeted head has its face box moved (or resampled, in float64 on the CPU).
+        Of each driving frame only the part the canvases copy is fitted, on the output's device. A frame
+        placed onto a retargeted head has its face box moved, or resampled there (`follow.place_face`).
         """
         boxes = self.boxes[index].tolist()
         centres = self.centres[index].numpy()
         for k, i in enumerate(index):
             canvas = out[k]
-            lit = cut_canvases(
-                canvas[..., :3], canvas[..., 3:], self._fitted(i, canvas.device), boxes[k], centres[k], self.border
-            )
-            if lit is not None and self.placements is not None and not is_identity(self.placements[i]):
-                top, bottom, left, right = lit
+            lit = windows_bounds(canvas_windows(boxes[k], centres[k], self._width, self._height, self.border))
+            if lit is None:
+                continue
+            top, bottom, left, right = lit
+            face = self._fitted(i, (top, bottom), (left, right), canvas.device)
+            cut_canvases(canvas[..., :3], canvas[..., 3:], face, boxes[k], centres[k], self.border, (top, left))
+            if self.placements is not None and not is_identity(self.placements[i]):
                 face = canvas[top:bottom, left:right].clone()
                 canvas.zero_()
                 region = place_face(face, (top, left), (self._height, self._width), self.placements[i])
                 if region is not None:
                     rows, cols, values = region
-                    canvas[rows, cols] = values.to(canvas.device)
+                    canvas[rows, cols] = values
 
     def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The 6-channel hint `[k, H, W, 6]` = `cat([local, global])` of the indexed frames (all by default)."""

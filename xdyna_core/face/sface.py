@@ -136,6 +136,36 @@ def render_canvases(
     return local, glob
 
 
+def canvas_windows(
+    box: Sequence[int], centres: np.ndarray, width: int, height: int, border: Border = "clip"
+) -> list[tuple[bool, int, int, int, int]]:
+    """The pixels one frame's canvases copy from a `width × height` frame, as non-empty rectangles
+    `(to_global, top, bottom, left, right)`: the face box (global canvas), then each feature patch (local),
+    sliced as `patch_window` says (the release's wrapped slices resolve as numpy and torch resolve them)."""
+    left, top, right, bottom = box
+    half = patch_half_size(box)
+    slices = [(True, slice(top, bottom), slice(left, right))]
+    slices += [(False, *patch_window(centre, half, width, height, border)) for centre in centres]
+    windows = []
+    for to_global, rows, cols in slices:
+        (r0, r1, _), (c0, c1, _) = rows.indices(height), cols.indices(width)
+        if r0 < r1 and c0 < c1:
+            windows.append((to_global, r0, r1, c0, c1))
+    return windows
+
+
+def windows_bounds(windows: Sequence[tuple[bool, int, int, int, int]]) -> tuple[int, int, int, int] | None:
+    """`(top, bottom, left, right)` bounding the `canvas_windows` (None when there are none)."""
+    if not windows:
+        return None
+    return (
+        min(w[1] for w in windows),
+        max(w[2] for w in windows),
+        min(w[3] for w in windows),
+        max(w[4] for w in windows),
+    )
+
+
 def cut_canvases(
     local: torch.Tensor,
     glob: torch.Tensor,
@@ -143,29 +173,18 @@ def cut_canvases(
     box: Sequence[int],
     centres: np.ndarray,
     border: Border = "clip",
+    origin: tuple[int, int] = (0, 0),
 ) -> tuple[int, int, int, int] | None:
     """Copy one frame's face box into `glob` and its eye and mouth patches into `local` (black `[H, W, 3]`
-    canvases, written in place; `frame` is `[H, W, ≥3]`).
+    canvases, written in place).
 
-    Returns `(top, bottom, left, right)` bounding every pixel written (None when nothing was): outside it the
-    canvases stay black.
+    `frame` holds the frame's pixels from `origin = (top, left)` on (`[h, w, ≥3]`; the whole `[H, W, ≥3]`
+    frame by default), at least those within the returned box. Returns `(top, bottom, left, right)` bounding
+    every pixel written (None when nothing was): outside it the canvases stay black.
     """
-    height, width = frame.shape[:2]
-    left, top, right, bottom = box
-    written = [(slice(top, bottom), slice(left, right))]
-    glob[written[0]] = frame[top:bottom, left:right, :3]
-    half = patch_half_size(box)
-    for centre in centres:
-        rows, cols = patch_window(centre, half, width, height, border)
-        local[rows, cols] = frame[rows, cols, :3]
-        written.append((rows, cols))
-    spans = [(range(*r.indices(height)), range(*c.indices(width))) for r, c in written]
-    spans = [(r, c) for r, c in spans if len(r) and len(c)]
-    if not spans:
-        return None
-    return (
-        min(r[0] for r, _ in spans),
-        max(r[-1] for r, _ in spans) + 1,
-        min(c[0] for _, c in spans),
-        max(c[-1] for _, c in spans) + 1,
-    )
+    height, width = glob.shape[:2]
+    top, left = origin
+    windows = canvas_windows(box, centres, width, height, border)
+    for to_global, r0, r1, c0, c1 in windows:
+        (glob if to_global else local)[r0:r1, c0:c1] = frame[r0 - top : r1 - top, c0 - left : c1 - left, :3]
+    return windows_bounds(windows)
