@@ -162,11 +162,11 @@ class XDynaFaceCropper(io.ComfyNode):
         smoothing = finite_number(smoothing, FACE_CROPPER, "smoothing", 0.0, 10.0)
         if retargeted_pose is not None:
             with reading_poses(FACE_CROPPER, "retargeted_pose"):
-                drawn = len(frames_from_pose_keypoint(retargeted_pose))
-            if drawn != image.shape[0]:
+                retargeted_pose = frames_from_pose_keypoint(retargeted_pose)  # read once, followed as read
+            if len(retargeted_pose) != image.shape[0]:
                 raise ValueError(
-                    f"{FACE_CROPPER}: retargeted_pose has {drawn} frames but image has {image.shape[0]}; link the "
-                    "Pose Retarget output made from these driving frames' poses"
+                    f"{FACE_CROPPER}: retargeted_pose has {len(retargeted_pose)} frames but image has "
+                    f"{image.shape[0]}; link the Pose Retarget output made from these driving frames' poses"
                 )
         with reading_poses(FACE_CROPPER, "pose_keypoint"):
             condition = sface_condition_from_pose(

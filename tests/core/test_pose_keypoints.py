@@ -112,6 +112,16 @@ def test_empty_frames_and_missing_parts():
     assert frame_to_dict(frames[0]) == {"people": [], "canvas_width": W, "canvas_height": H}
 
 
+def test_frames_read_already_are_taken_as_they_are():
+    """A list holding PoseFrames (what a node read once and hands on) reads as those frames; a frame dict after one
+    without a canvas size takes that frame's size."""
+    read = frames_from_pose_keypoint([{"people": [], "canvas_width": W, "canvas_height": H}])
+    again = frames_from_pose_keypoint([read[0], {"people": [{}]}])
+    assert again[0] is read[0] and (again[1].width, again[1].height) == (W, H) and len(again[1].people) == 1
+    with pytest.raises(PoseFormatError, match="frame 1"):
+        frames_from_pose_keypoint([read[0], 7])
+
+
 def test_nan_inf_and_nonpositive_confidence_read_as_missing():
     body = [[100.0, 100.0, 1.0]] * 18
     body[2] = [math.nan, 100.0, 1.0]

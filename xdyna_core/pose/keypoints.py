@@ -306,7 +306,8 @@ def frames_from_pose_keypoint(
 ) -> list[PoseFrame]:
     """Read a POSE_KEYPOINT value: a list of frame dicts, one frame dict, or their JSON text.
 
-    Frames without a canvas size take the previous frame's (or `default_size`).
+    Frames without a canvas size take the previous frame's (or `default_size`). Frames read already
+    (`PoseFrame`s in the list) are taken as they are.
     """
     try:
         return _frames_from_value(value, coords, default_size)
@@ -331,7 +332,7 @@ def _frames_from_value(value: Any, coords: CoordinateStyle, default_size: tuple[
     size = default_size
     for i, frame in enumerate(value):
         try:
-            parsed = frame_from_dict(frame, coords, size)
+            parsed = frame if isinstance(frame, PoseFrame) else frame_from_dict(frame, coords, size)
         except PoseFormatError as err:
             raise PoseFormatError(f"frame {i}: {err}") from None
         size = (parsed.width, parsed.height)
