@@ -241,7 +241,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         fused = self._fuses_chain()
         control_prev = None
         if fused:
-            if not any(link._active(t) for link in self._links()):
+            if not any(link._active(t) for link in chain_of(self)):
                 return None
         else:
             if self.previous_controlnet is not None:
@@ -285,20 +285,14 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
 
     # --- chains ---------------------------------------------------------------------------------------------
 
-    def _links(self) -> list[comfy.controlnet.ControlBase]:
-        """This ControlNet and the ones chained before it, outermost first."""
-        links, link = [], self
-        while link is not None:
-            links.append(link)
-            link = link.previous_controlnet
-        return links
-
     def _fuses_chain(self) -> bool:
         """Whether this ControlNet caches the merged residuals of its whole chain (one residual set per frame,
         not one per ControlNet): every link an XDynaControlNet reading the same extra conditions. Otherwise
         (a core ControlNet, T2I adapter or ControlLoRA further down) each link computes and merges as core's do.
         """
-        return all(isinstance(link, XDynaControlNet) and link.extra_conds == self.extra_conds for link in self._links())
+        return all(
+            isinstance(link, XDynaControlNet) and link.extra_conds == self.extra_conds for link in chain_of(self)
+        )
 
     def _active(self, t: torch.Tensor) -> bool:
         """Whether `t` lies in this ControlNet's start/end range (core's test in `get_control`)."""
@@ -391,7 +385,7 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         nbytes = sum(sizes.values())
         if nbytes <= CACHE_BUDGET_BYTES:
             return
-        links = reversed(self._links()) if self._fuses_chain() else [self]  # the merged cache is the chain's
+        links = reversed(chain_of(self)) if self._fuses_chain() else [self]  # the merged cache is the chain's
         name = " and ".join(link.xdyna_name or "ControlNet" for link in links)
         target = self._spill_target(device)
         if target is not None:
@@ -518,7 +512,7 @@ def plan_residual_cache(conds: Mapping[str, list], latent_size: tuple[int, int],
         for cond in cond_list or []:
             if not isinstance(cond, dict):
                 continue
-            for link in _caching_links(next(_chains([[cond]]))):
+            for link in _caching_links(chain_of(cond.get("control"))):
                 caching[id(link)] = link
                 contexts.setdefault(id(link), []).append(cond.get("crossattn_controlnet", cond.get("cross_attn")))
     for control in controls_in(conds.values()):
@@ -572,11 +566,7 @@ def adopt_controls(conds: Mapping[str, list]) -> None:
             return control
         if id(control) in adopted:
             return adopted[id(control)]
-        chain, link = [], control
-        while link is not None:
-            chain.append(link)
-            link = link.previous_controlnet
-        if not all(isinstance(c, XDynaControlNet) or can_adopt(c) for c in chain):
+        if not all(isinstance(c, XDynaControlNet) or can_adopt(c) for c in chain_of(control)):
             adopted[id(control)] = control
             return control
         hint = control.cond_hint_original
@@ -609,15 +599,21 @@ class ControlNetMismatchError(ValueError):
     """A ControlNet built for another UNet than the one it steers."""
 
 
+def chain_of(control) -> list:
+    """A control and the ones chained before it (`previous_controlnet`), head first; each once, also when a
+    chain loops back on itself."""
+    chain: list = []
+    while control is not None and all(control is not c for c in chain):
+        chain.append(control)
+        control = getattr(control, "previous_controlnet", None)
+    return chain
+
+
 def _chains(conds):
     """Per condition entry, the distinct ControlNets of its chain (head first)."""
     for cond_list in conds:
         for cond in cond_list or []:
-            chain, control = [], cond.get("control") if isinstance(cond, dict) else None
-            while control is not None and all(control is not c for c in chain):
-                chain.append(control)
-                control = getattr(control, "previous_controlnet", None)
-            yield chain
+            yield chain_of(cond.get("control") if isinstance(cond, dict) else None)
 
 
 def controls_in(conds) -> list:
