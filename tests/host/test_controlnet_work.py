@@ -497,6 +497,23 @@ def test_only_the_links_that_keep_residuals_plan_for_them(comfy_host, setup):
     assert planned(face, text(1)) == (16 * frame, 8 * frame, 8 * frame)  # unfused: each keeps its own
 
 
+def test_a_chain_is_walked_head_first_each_link_once_also_when_it_loops(comfy_host):
+    """`chain_of` (what fusing, adoption and the conditioning scan walk): head first down `previous_controlnet`;
+    a chain that loops back (a graph wired in a circle) stops at the first link seen again."""
+    import comfy.controlnet
+
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    first, second, third = (
+        comfy.controlnet.T2IAdapter(torch.nn.Identity(), 3, 8, "nearest-exact", "cpu") for _ in "abc"
+    )
+    third.set_previous_controlnet(second.set_previous_controlnet(first))
+    assert controlnet_patch.chain_of(third) == [third, second, first] and controlnet_patch.chain_of(None) == []
+    first.previous_controlnet = third
+    assert controlnet_patch.chain_of(second) == [second, first, third]
+    found = controlnet_patch.controls_in([[{"control": third}, {"control": first}, {}]])
+    assert len(found) == 3 and {id(c) for c in found} == {id(first), id(second), id(third)}
+
+
 def test_an_unfused_chain_plans_a_cache_per_controlnet_and_a_full_cache_the_budget(
     comfy_host, setup, plans, unfused, monkeypatch
 ):
