@@ -99,9 +99,11 @@ def fit_to_size(
     return resize_images(cropped, width, height, method), box
 
 
+@lru_cache(maxsize=16)
 def resize_taps(size_in: int, size_out: int, method: ResizeMethod = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """What `resize_images` computes along one axis, as taps: output pixel j is
-    `sum_k weight[j, k] * source[index[j, k]]` (`[size_out, K]` int64 and float32 on the CPU).
+    `sum_k weight[j, k] * source[index[j, k]]` (`[size_out, K]` int64 and float32 on the CPU; cached, not to be
+    written to).
 
     Every method is separable (a product of one weight per axis, before bicubic's clamp), so the weights are
     read off the resize itself, applied to unit impulses; a row with fewer than K taps repeats its largest
@@ -109,11 +111,6 @@ def resize_taps(size_in: int, size_out: int, method: ResizeMethod = "bilinear") 
     """
     if method not in RESIZE_METHODS:
         raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
-    return _taps(int(size_in), int(size_out), method)
-
-
-@lru_cache(maxsize=16)
-def _taps(size_in: int, size_out: int, method: ResizeMethod) -> tuple[torch.Tensor, torch.Tensor]:
     impulses = torch.eye(size_in).view(size_in, 1, 1, size_in)  # impulse i along the width, a 1-row image
     weights = _interpolate(impulses, 1, size_out, method)[:, 0, 0, :].T  # [out, in]: source i's share in pixel j
     count = max(int((weights != 0).sum(1).max()), 1)

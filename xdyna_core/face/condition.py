@@ -18,7 +18,7 @@ from ..hints import HintFrames
 from ..image_prep import CropAnchor, ResizeMethod, fit_region
 from .follow import is_identity, place_face
 from .landmarks import FEATURE_NAMES
-from .sface import Border, canvas_windows, cut_canvases, windows_bounds
+from .sface import Border, canvas_windows, copy_windows, windows_bounds
 
 
 class SFaceCondition(HintFrames):
@@ -119,12 +119,13 @@ class SFaceCondition(HintFrames):
         centres = self.centres[index].numpy()
         for k, i in enumerate(index):
             canvas = out[k]
-            lit = windows_bounds(canvas_windows(boxes[k], centres[k], self._width, self._height, self.border))
+            windows = canvas_windows(boxes[k], centres[k], self._width, self._height, self.border)
+            lit = windows_bounds(windows)
             if lit is None:
                 continue
             top, bottom, left, right = lit
             face = self._fitted(i, (top, bottom), (left, right), canvas.device)
-            cut_canvases(canvas[..., :3], canvas[..., 3:], face, boxes[k], centres[k], self.border, (top, left))
+            copy_windows(canvas[..., :3], canvas[..., 3:], face, windows, (top, left))
             if self.placements is not None and not is_identity(self.placements[i]):
                 face = canvas[top:bottom, left:right].clone()
                 canvas.zero_()

@@ -183,8 +183,20 @@ def cut_canvases(
     every pixel written (None when nothing was): outside it the canvases stay black.
     """
     height, width = glob.shape[:2]
-    top, left = origin
     windows = canvas_windows(box, centres, width, height, border)
+    copy_windows(local, glob, frame, windows, origin)
+    return windows_bounds(windows)
+
+
+def copy_windows(
+    local: torch.Tensor,
+    glob: torch.Tensor,
+    frame: torch.Tensor,
+    windows: Sequence[tuple[bool, int, int, int, int]],
+    origin: tuple[int, int] = (0, 0),
+) -> None:
+    """Copy the `canvas_windows` of a frame whose pixels `frame` holds from `origin = (top, left)` on into the
+    canvases (in place)."""
+    top, left = origin
     for to_global, r0, r1, c0, c1 in windows:
         (glob if to_global else local)[r0:r1, c0:c1] = frame[r0 - top : r1 - top, c0 - left : c1 - left, :3]
-    return windows_bounds(windows)
