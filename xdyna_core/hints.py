@@ -21,6 +21,26 @@ import torch
 STREAM_CHUNK = 16
 
 
+Ranges = tuple[torch.Tensor, torch.Tensor]  # per-channel (low, high) of the min-max normalisation, [C] each
+
+
+def normalise(hint: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """`[k, C, H, W]` hints min-max normalised per channel, `(hint - low) / (high - low)`; a channel with
+    `high <= low` (constant over the clip) is left as it is. `hint` is written to in place: pass one you own."""
+    low, high = (r.to(hint.device).reshape(1, -1, 1, 1) for r in (low, high))
+    varies = high > low
+    # x - 0 and x / 1 are exact, so constant channels keep their values without a second pass
+    return hint.sub_(torch.where(varies, low, 0.0)).div_(torch.where(varies, high - low, 1.0))
+
+
+def keeps_black(ranges: Ranges | None) -> bool:
+    """Whether `normalise` by these ranges maps 0 to 0 in every channel (each one that varies starts at 0)."""
+    if ranges is None:
+        return True
+    low, high = ranges
+    return bool(((low == 0) | (high <= low)).all())
+
+
 def as_index_list(index: Sequence[int] | torch.Tensor, num_frames: int) -> list[int]:
     """Frame indices as a list of ints, each checked to lie in the clip."""
     values = index.tolist() if isinstance(index, torch.Tensor) else [int(i) for i in index]
@@ -66,6 +86,16 @@ class HintFrames(ABC):
         """
         return self._frames(index).to(device).movedim(-1, 1)
 
+    def _prepared(
+        self, index: list[int], device: torch.device, dtype: torch.dtype, ranges: Ranges | None
+    ) -> torch.Tensor:
+        """The values of `prepared`; this one normalises the whole planar frames in place and casts them.
+        Subclasses that know where their frames are black may do less."""
+        hint = self._planar(index, device)
+        if ranges is not None:
+            hint = normalise(hint, *ranges)
+        return hint.to(dtype)
+
     def __len__(self) -> int:
         return self.num_frames
 
@@ -98,6 +128,25 @@ class HintFrames(ABC):
             raise RuntimeError(
                 f"{type(self).__name__} gave planar frames of shape {tuple(out.shape)} ({out.dtype} on "
                 f"{out.device}), expected float32 {expected} on {device}"
+            )
+        return out
+
+    def prepared(
+        self,
+        index: Sequence[int] | torch.Tensor,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        ranges: Ranges | None = None,
+    ) -> torch.Tensor:
+        """The hints of these frames as a ControlNet is fed them: `planar(index, device)` min-max normalised
+        by `ranges` (`normalise`; None: as they are) and cast to `dtype`, `[k, C, H, W]`, the same values."""
+        device = torch.device(device)
+        out = self._prepared(as_index_list(index, self.num_frames), device, dtype, ranges)
+        expected = (len(index), self.channels, self.height, self.width)
+        if tuple(out.shape) != expected or out.dtype != dtype or out.device.type != device.type:
+            raise RuntimeError(
+                f"{type(self).__name__} gave prepared frames of shape {tuple(out.shape)} ({out.dtype} on "
+                f"{out.device}), expected {dtype} {expected} on {device}"
             )
         return out
 
@@ -164,6 +213,53 @@ class TensorHintFrames(HintFrames):
         copies, so the result is never the user's tensor."""
         picked = self.images[torch.tensor(index, dtype=torch.long, device=self.images.device)].to(device)
         return picked.float().div_(255.0) if picked.dtype == torch.uint8 else picked.float()
+
+
+class LitHintFrames(HintFrames):
+    """Hints that are black outside one rectangle of each frame (a face's canvases, a drawn skeleton), made
+    there by `_lit`. Normalising keeps black black when each varying channel's clip minimum is 0, as it is
+    wherever a frame has any black pixel, so `prepared` then normalises only each frame's lit part, in float32
+    as the whole frame would be, and casts it into black frames made in the ControlNet's dtype: the same
+    values, without a float32 window of whole frames to clear, normalise and cast.
+    """
+
+    @abstractmethod
+    def _lit(self, i: int, device: torch.device) -> tuple[slice, slice, torch.Tensor] | None:
+        """Where frame i can be non-black, and its values there: `(rows, cols, [h, w, C])` float32 on `device`,
+        the caller's own; black everywhere else. None: black everywhere."""
+
+    def _frames(self, index: list[int]) -> torch.Tensor:
+        out = torch.zeros(len(index), self.height, self.width, self.channels)
+        self._write_lit(index, out)
+        return out
+
+    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
+        # channel-planar frames seen as [k, H, W, C]
+        out = torch.zeros(len(index), self.channels, self.height, self.width, device=device)
+        self._write_lit(index, out.permute(0, 2, 3, 1))
+        return out
+
+    def _write_lit(self, index: list[int], out: torch.Tensor) -> None:
+        """Write the indexed frames into the black `[k, H, W, C]` `out` (any layout or device), one at a time."""
+        for k, i in enumerate(index):
+            lit = self._lit(i, out.device)
+            if lit is not None:
+                rows, cols, values = lit
+                out[k, rows, cols] = values
+
+    def _prepared(
+        self, index: list[int], device: torch.device, dtype: torch.dtype, ranges: Ranges | None
+    ) -> torch.Tensor:
+        if not keeps_black(ranges):
+            return super()._prepared(index, device, dtype, ranges)
+        out = torch.zeros(len(index), self.channels, self.height, self.width, device=device, dtype=dtype)
+        for k, i in enumerate(index):
+            lit = self._lit(i, device)
+            if lit is not None:
+                rows, cols, values = lit
+                values = values.movedim(-1, 0).unsqueeze(0)
+                out[k, :, rows, cols] = (values if ranges is None else normalise(values, *ranges))[0]
+        return out
 
 
 class ChannelStackHintFrames(HintFrames):

@@ -238,3 +238,48 @@ def test_a_condition_of_other_size_footage_cuts_what_the_fitted_clip_holds(metho
     hint = cond.hint()
     torch.testing.assert_close(hint, torch.cat([local, glob], -1), rtol=0, atol=2e-6)
     assert hint[:3].abs().sum((1, 2, 3)).min() > 0 and not hint[3].any()  # three faces cut, the empty box gives none
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("placed", [False, True], ids=["where-driven", "placed"])
+@pytest.mark.parametrize("ranges", ["clip", "none", "raised"])
+def test_prepared_hints_normalise_the_lit_parts_as_the_whole_canvases_bit_for_bit(dtype, placed, ranges, monkeypatch):
+    """What the S-Face ControlNet is fed (`prepared`: min-max normalised per stream, cast) is the release's
+    normalisation of the whole canvases, bit for bit, though only the lit part of each frame is normalised
+    (black stays black when each stream's clip minimum is 0); with a minimum above 0 the whole canvases are."""
+    from xdyna_core.face.follow import IDENTITY
+
+    frames = 0.05 + 0.9 * torch.rand(5, 32, 40, 3, generator=torch.Generator().manual_seed(7))
+    boxes = torch.tensor([[8, 6, 24, 22], [0, 0, 40, 32], [30, 20, 40, 32], [10, 10, 10, 10], [2, 4, 20, 30]])
+    centres = torch.tensor(
+        [
+            [[12, 11], [20, 11], [16, 18]],
+            [[1, 2], [38, 3], [20, 31]],
+            [[33, 22], [39, 25], [36, 31]],
+            [[10, 10]] * 3,
+            [[6, 10], [15, 10], [11, 22]],
+        ]
+    )
+    rows = None
+    if placed:  # kept, moved by whole pixels, scaled and turned, moved off the canvas, scaled down
+        turn = 0.3 * np.array([np.cos(0.4), -np.sin(0.4), np.sin(0.4), np.cos(0.4)])
+        rows = torch.from_numpy(
+            np.stack([IDENTITY, [1, 0, 0, 1, -3, 5], [*(3 * turn), 4.5, -2.0], [1, 0, 0, 1, 0, 0], [1, 0, 0, 1, 60, 0]])
+        )
+    cond = SFaceCondition(frames, 40, 32, boxes, centres, ["detected"] * 5, placements=rows)
+    whole = cond.hint().movedim(-1, 1)  # [k, 6, H, W] float32
+    low = whole.amin((0, 2, 3)).reshape(2, 3).amin(1).repeat_interleave(3)
+    high = whole.amax((0, 2, 3)).reshape(2, 3).amax(1).repeat_interleave(3)
+    if ranges == "raised":
+        low = low + 0.01
+    given = None if ranges == "none" else (low, high)
+    expected = whole if given is None else (whole - low.reshape(1, -1, 1, 1)) / (high - low).reshape(1, -1, 1, 1)
+    whole_canvases = []
+    monkeypatch.setattr(SFaceCondition, "_planar", lambda self, i, device: whole_canvases.append(i) or whole[i])
+    index = [4, 0, 2, 1, 3, 0]
+    out = cond.prepared(index, "cpu", dtype, given)
+    assert out.dtype == dtype and out.shape == (6, 6, 32, 40)
+    assert torch.equal(out, expected[index].to(dtype))
+    assert bool(whole_canvases) == (ranges == "raised")  # the whole canvases only where black would not stay so
+    if ranges != "raised":
+        assert low.max() == 0  # the clip has black in both streams, as real footage has

@@ -138,6 +138,35 @@ def test_planar_frames_are_the_frames_channel_first_and_the_callers_own(kind):
     torch.testing.assert_close(hints.frames(index).movedim(-1, 1), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("ranges", ["clip", "none", "raised"])
+@pytest.mark.parametrize("kind", list(planar_kinds()))
+def test_prepared_frames_are_the_frames_normalised_and_cast_bit_for_bit(kind, ranges, dtype, monkeypatch):
+    """`prepared` (what a ControlNet is fed) = `where(high > low, (x - low) / (high - low), x)` of the frames,
+    in float32, then cast. Drawn and cut kinds (black outside a part of each frame) normalise only that part
+    when black stays black (each varying channel's clip minimum 0, as the clip's own ranges give them), and
+    the whole frames otherwise."""
+    hints = planar_kinds()[kind]
+    low, high = hints.value_range()
+    if ranges == "raised":
+        low = low + 0.01
+    given = None if ranges == "none" else (low, high)
+    index = [4, 0, 4, 2]
+    x = hints.frames(index).movedim(-1, 1)
+    lo, hi = low.reshape(1, -1, 1, 1), high.reshape(1, -1, 1, 1)
+    expected = x if given is None else torch.where(hi > lo, (x - lo) / torch.where(hi > lo, hi - lo, 1.0), x)
+    whole = []
+    planar = type(hints)._planar
+    monkeypatch.setattr(type(hints), "_planar", lambda self, *a: whole.append(a) or planar(self, *a))
+    out = hints.prepared(index, "cpu", dtype, given)
+    assert out.dtype == dtype and out.shape == (4, hints.channels, hints.height, hints.width)
+    assert torch.equal(out, expected.to(dtype)) and out.abs().sum() > 0
+    lit = kind in ("pose", "sface", "sface resized", "sface placed")
+    assert bool(whole) == (not lit or ranges == "raised")
+    if lit and ranges == "clip":
+        assert low.max() == 0  # the clip's own ranges keep black black
+
+
 def test_planar_checks_indices_and_what_a_subclass_gives():
     with pytest.raises(IndexError, match="outside a clip of 4 frames"):
         TensorHintFrames(torch.zeros(4, 1, 1, 3)).planar([4])

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 import torch
 
-from ..hints import HintFrames
+from ..hints import LitHintFrames
 from ..image_prep import CropAnchor, ResizeMethod, fit_region
 from .follow import is_identity, place_face
 from .landmarks import FEATURE_NAMES
-from .sface import Border, canvas_windows, copy_windows, windows_bounds
+from .sface import Border, canvas_windows, copy_windows, shifted, windows_bounds
 
 
-class SFaceCondition(HintFrames):
+class SFaceCondition(LitHintFrames):
     """The S-Face ControlNet input of a clip (the `XDYNA_FACE_CONDITION` socket type): 6 channels, local then
     global, at the generation size.
 
@@ -97,42 +97,30 @@ class SFaceCondition(HintFrames):
         frame = self.driving[i, ..., :3]  # the canvases copy colour only
         return fit_region(frame, self._width, self._height, rows, cols, self.crop, self.resize, device)
 
-    def _frames(self, index: list[int]) -> torch.Tensor:
-        out = torch.zeros(len(index), self._height, self._width, 6)
-        self._cut(index, out)
-        return out
+    def _lit(self, i: int, device: torch.device) -> tuple[slice, slice, torch.Tensor] | None:
+        """Where frame i's canvases can be non-black, and their values there: `(rows, cols, [h, w, 6])`
+        float32 on `device`, the caller's own; black everywhere else. None: black everywhere.
 
-    def _planar(self, index: list[int], device: torch.device) -> torch.Tensor:
-        # cut on the device (pixel copies, the same anywhere) into channel-planar canvases seen as [H, W, 6]
-        out = torch.zeros(len(index), 6, self._height, self._width, device=device)
-        self._cut(index, out.permute(0, 2, 3, 1))
-        return out
-
-    def _cut(self, index: list[int], out: torch.Tensor) -> None:
-        """Write the canvases of the indexed frames into the black `[k, H, W, 6]` `out` (any layout or device).
-
-        One frame at a time, straight into the output: a window costs its 6-channel hints and nothing more.
-        Of each driving frame only the part the canvases copy is fitted, on the output's device. A frame
-        placed onto a retargeted head has its face box moved, or resampled there (`follow.place_face`).
+        Of the driving frame only the part the canvases copy is fitted, on `device`. A frame placed onto a
+        retargeted head has its face box moved, or resampled there (`follow.place_face`).
         """
-        boxes = self.boxes[index].tolist()
-        centres = self.centres[index].numpy()
-        for k, i in enumerate(index):
-            canvas = out[k]
-            windows = canvas_windows(boxes[k], centres[k], self._width, self._height, self.border)
-            lit = windows_bounds(windows)
-            if lit is None:
-                continue
-            top, bottom, left, right = lit
-            face = self._fitted(i, (top, bottom), (left, right), canvas.device)
-            copy_windows(canvas[..., :3], canvas[..., 3:], face, windows, (top, left))
-            if self.placements is not None and not is_identity(self.placements[i]):
-                face = canvas[top:bottom, left:right].clone()
-                canvas.zero_()
-                region = place_face(face, (top, left), (self._height, self._width), self.placements[i])
-                if region is not None:
-                    rows, cols, values = region
-                    canvas[rows, cols] = values
+        windows = canvas_windows(
+            self.boxes[i].tolist(), self.centres[i].numpy(), self._width, self._height, self.border
+        )
+        lit = windows_bounds(windows)
+        if lit is None:
+            return None
+        top, bottom, left, right = lit
+        face = self._fitted(i, (top, bottom), (left, right), device)
+        canvases = torch.zeros(bottom - top, right - left, 6, device=device)
+        copy_windows(canvases[..., :3], canvases[..., 3:], face, shifted(windows, top, left))
+        if self.placements is None or is_identity(self.placements[i]):
+            return slice(top, bottom), slice(left, right), canvases
+        region = place_face(canvases, (top, left), (self._height, self._width), self.placements[i])
+        if region is None:
+            return None
+        rows, cols, values = region
+        return rows, cols, values.to(torch.float32)
 
     def hint(self, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """The 6-channel hint `[k, H, W, 6]` = `cat([local, global])` of the indexed frames (all by default)."""

@@ -166,6 +166,11 @@ def windows_bounds(windows: Sequence[tuple[bool, int, int, int, int]]) -> tuple[
     )
 
 
+def shifted(windows: Sequence[tuple[bool, int, int, int, int]], top: int, left: int) -> list:
+    """The `canvas_windows` in the pixels of a part of the canvas that starts at `(top, left)`."""
+    return [(g, r0 - top, r1 - top, c0 - left, c1 - left) for g, r0, r1, c0, c1 in windows]
+
+
 def cut_canvases(
     local: torch.Tensor,
     glob: torch.Tensor,

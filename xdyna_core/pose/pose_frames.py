@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..hints import HintFrames
+from ..hints import LitHintFrames
 from .draw import draw_pose
 from .keypoints import PoseFrame
 
@@ -25,7 +25,7 @@ def spread_index(num_frames: int, count: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, num_frames - 1, count)})
 
 
-class PoseHintFrames(HintFrames):
+class PoseHintFrames(LitHintFrames):
     """Pose frames drawn in the X-Dyna style on demand (the `XDYNA_POSE_FRAMES` socket type).
 
     Args:
@@ -65,6 +65,17 @@ class PoseHintFrames(HintFrames):
         # moved as uint8 (a quarter of float32), converted and transposed in one pass on the device
         drawn = self._drawn(index).to(device).permute(0, 3, 1, 2)
         return drawn.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+    def _lit(self, i: int, device: torch.device) -> tuple[slice, slice, torch.Tensor] | None:
+        # drawn on the CPU; only the box of the skeleton's pixels travels, as uint8, and is converted there
+        drawn = draw_pose(self.poses[i], self._width, self._height, **self.style)
+        flat = drawn.reshape(self._height, -1)  # reductions along memory order (numpy's fast ones)
+        rows = np.flatnonzero(flat.max(axis=1))
+        cols = np.flatnonzero(flat.max(axis=0).reshape(self._width, -1).max(axis=1))
+        if not rows.size:
+            return None
+        rows, cols = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+        return rows, cols, torch.from_numpy(drawn[rows, cols]).to(device).float().div_(255.0)
 
     def _drawn(self, index: list[int]) -> torch.Tensor:
         """`[k, H, W, 3]` uint8 frames as drawn."""
