@@ -37,7 +37,7 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..xdyna_core.hints import HintFrames, TensorHintFrames
+from ..xdyna_core.hints import HintFrames, TensorHintFrames, normalise
 
 logger = logging.getLogger("xdyna")
 
@@ -130,15 +130,6 @@ def normalisation_ranges(hints: HintFrames, stream_channels: int = 3) -> tuple[t
     low = low.reshape(streams, -1).amin(1, keepdim=True).expand(-1, stream_channels).reshape(-1)
     high = high.reshape(streams, -1).amax(1, keepdim=True).expand(-1, stream_channels).reshape(-1)
     return low.clone(), high.clone()
-
-
-def normalise(hint: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """`[k, C, H, W]` hints min-max normalised per channel, `(hint - low) / (high - low)`; a channel with
-    `high <= low` (constant over the clip) is left as it is. `hint` is written to in place: pass one you own."""
-    low, high = (r.to(hint.device).reshape(1, -1, 1, 1) for r in (low, high))
-    varies = high > low
-    # x - 0 and x / 1 are exact, so constant channels keep their values without a second pass
-    return hint.sub_(torch.where(varies, low, 0.0)).div_(torch.where(varies, high - low, 1.0))
 
 
 def can_adopt(control) -> bool:
@@ -451,12 +442,14 @@ class XDynaControlNet(comfy.controlnet.ControlNet):
         """
         clip = self.hint_frames
         index = [0] * len(frames) if clip.num_frames == 1 else list(frames)
+        height, width = x.shape[-2] * self.compression_ratio, x.shape[-1] * self.compression_ratio
+        if (clip.height, clip.width) == (height, width):  # as the nodes make them: normalised and cast at once
+            # (core's preprocess of the ControlNets the pack runs is the identity, so it may follow the cast)
+            return self.preprocess_image(clip.prepared(index, x.device, dtype, self.hint_ranges))
         hint = clip.planar(index, x.device)
         if self.hint_ranges is not None:
             hint = normalise(hint, *self.hint_ranges)
-        height, width = x.shape[-2] * self.compression_ratio, x.shape[-1] * self.compression_ratio
-        if tuple(hint.shape[-2:]) != (height, width):
-            hint = comfy.utils.common_upscale(hint, width, height, self.upscale_algorithm, "center")
+        hint = comfy.utils.common_upscale(hint, width, height, self.upscale_algorithm, "center")
         hint = self.preprocess_image(hint)
         return hint.to(device=x.device, dtype=dtype)
 
@@ -556,32 +549,44 @@ def _same_tensor(known: torch.Tensor, other: torch.Tensor) -> bool:
 def adopt_controls(conds: Mapping[str, list]) -> None:
     """Run the core ControlNets of a sampling run's conditioning as XDynaControlNets (same numbers, less work).
 
-    `conds` are the run's own copies of the condition dicts, so the user's conditioning is unchanged. A chain
-    is adopted only whole; one that holds another kind of control (T2I adapter, ControlLoRA) stays as it is.
+    `conds` are the run's own copies of the condition dicts, so the user's conditioning is unchanged: a chain
+    that holds core ControlNets is rebuilt from new links (X-Dyna ones above them copied), and the user's
+    ControlNet objects keep their own chains. A chain is adopted only whole; one that holds another kind of
+    control (T2I adapter, ControlLoRA) stays as it is, and so does one of X-Dyna ControlNets only.
     """
     adopted: dict[int, object] = {}
 
     def adopt(control):
-        if control is None or isinstance(control, XDynaControlNet):
-            return control
+        if control is None:
+            return None
         if id(control) in adopted:
             return adopted[id(control)]
-        if not all(isinstance(c, XDynaControlNet) or can_adopt(c) for c in chain_of(control)):
+        chain = chain_of(control)
+        if all(isinstance(c, XDynaControlNet) for c in chain) or not all(map(_adoptable, chain)):
             adopted[id(control)] = control
             return control
-        hint = control.cond_hint_original
-        if not isinstance(control, XDynaControlNet) and not (isinstance(hint, torch.Tensor) and hint.ndim == 4):
-            adopted[id(control)] = control
-            return control
-        new = XDynaControlNet.adopt(control, ImageLayoutHints(hint))
+        if isinstance(control, XDynaControlNet):  # a copy, so that the user's keeps its own chain
+            new = control.copy()
+        else:
+            new = XDynaControlNet.adopt(control, ImageLayoutHints(control.cond_hint_original))
+        adopted[id(control)] = new  # before the walk down, so a chain that loops back ends at its own head
         new.previous_controlnet = adopt(control.previous_controlnet)
-        adopted[id(control)] = new
         return new
 
     for cond_list in conds.values():
         for cond in cond_list or []:
             if isinstance(cond, dict) and cond.get("control") is not None:
                 cond["control"] = adopt(cond["control"])
+
+
+def _adoptable(control) -> bool:
+    """An X-Dyna ControlNet, or a core one that can run as one (an image-hint SD1.5-style ControlNet)."""
+    if isinstance(control, XDynaControlNet):
+        return True
+    if not can_adopt(control):  # first: other packs' controls need not have core's attributes
+        return False
+    hint = control.cond_hint_original
+    return isinstance(hint, torch.Tensor) and hint.ndim == 4
 
 
 # --- checks, once per node call or run --------------------------------------------------------------------

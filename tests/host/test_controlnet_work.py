@@ -514,6 +514,69 @@ def test_a_chain_is_walked_head_first_each_link_once_also_when_it_loops(comfy_ho
     assert len(found) == 3 and {id(c) for c in found} == {id(first), id(second), id(third)}
 
 
+def test_a_chain_of_core_controlnets_that_loops_is_adopted_link_for_link(comfy_host, setup):
+    """Adoption walks a core chain once: each link becomes one XDynaControlNet, shared by every condition that
+    holds it, and a chain wired back onto itself stays the same loop of adopted links (no endless recursion)."""
+    controlnet_patch = pack(comfy_host, "xdyna_comfy.controlnets")
+    hints = torch.rand(2, H * 8, W * 8, 3, generator=torch.Generator().manual_seed(4)).movedim(-1, 1)
+    first, second = (TinyControlNet().load(seed, 3)[0].copy().set_cond_hint(hints) for seed in (1, 2))
+    second.set_previous_controlnet(first)
+    first.previous_controlnet = second
+    conds = {"positive": [{"control": second}], "negative": [{"control": first}, {}]}
+    controlnet_patch.adopt_controls(conds)
+    head, other = conds["positive"][0]["control"], conds["negative"][0]["control"]
+    assert all(isinstance(c, controlnet_patch.XDynaControlNet) for c in (head, other))
+    assert head.previous_controlnet is other and other.previous_controlnet is head
+    assert head.control_model is second.control_model and other.control_model is first.control_model
+    assert second.previous_controlnet is first and first.previous_controlnet is second  # the user's chain as it was
+    assert "control" not in conds["negative"][1]
+
+
+def test_a_core_controlnet_below_the_xdyna_ones_is_adopted_into_their_fused_chain(
+    comfy_host, setup, counted, monkeypatch
+):
+    """A core ControlNet applied before X-Dyna Apply ControlNets (a third ControlNet under pose and S-Face): the
+    run's chain is rebuilt from new links, the X-Dyna ones copied, so all three fuse and each network evaluates
+    each frame once per step; the video is the one the unadopted chain gives (core's per-window, per-branch
+    computing below X-Dyna links that each cache their own), and the user's objects keep their chain."""
+    import comfy.controlnet
+    import nodes as core_nodes
+
+    frames = 40
+    controlnet_patch, model_patch = (
+        pack(comfy_host, m) for m in ("xdyna_comfy.controlnets", "xdyna_comfy.model_patch")
+    )
+    gen = torch.Generator().manual_seed(21)
+    extra = TinyControlNet().load(3, 3)[0]
+    extra_hints = torch.rand(frames, H * 8, W * 8, 3, generator=gen)
+    same = text(1)
+    positive, negative = core_nodes.ControlNetApplyAdvanced().apply_controlnet(
+        [[same, {}]], [[same.clone(), {}]], extra, extra_hints, 0.7, 0.0, 1.0
+    )
+    conditioning = apply_controlnets(
+        comfy_host,
+        positive,
+        negative,
+        pose_controlnet=TinyControlNet().load(1, 3)[0],
+        pose_images=torch.rand(frames, H * 8, W * 8, 3, generator=gen),
+        face_controlnet=TinyControlNet().load(2, 6)[0],
+        face_condition=torch.rand(frames, H * 8, W * 8, 6, generator=gen),
+    )
+    head = conditioning[0][0][1]["control"]
+    users_chain = controlnet_patch.chain_of(head)
+    assert [type(c) for c in users_chain[1:]] == [controlnet_patch.XDynaControlNet, comfy.controlnet.ControlNet]
+
+    adopted = sample(comfy_host, setup, frames, conditioning)
+    assert sorted(counted.values()) == [frames * STEPS] * 3  # fused: each frame once per step, both branches
+    assert controlnet_patch.chain_of(head) == users_chain  # the same objects, linked as they were
+
+    counted.clear()
+    monkeypatch.setattr(model_patch, "adopt_controls", lambda conds: None)
+    as_chained = sample(comfy_host, setup, frames, conditioning)
+    assert counted[id(extra.control_model)] > 2 * frames * STEPS  # core's way: each window of each branch
+    torch.testing.assert_close(adopted, as_chained, rtol=0, atol=1e-6)
+
+
 def test_an_unfused_chain_plans_a_cache_per_controlnet_and_a_full_cache_the_budget(
     comfy_host, setup, plans, unfused, monkeypatch
 ):
