@@ -1,13 +1,15 @@
 """One command for a machine with a CUDA GPU: the real-size X-Dyna model in fp16 and bf16, timed and checked.
 
 Runs random weights at the released sizes (SD1.5 UNet with X-Dyna's parts, pose and S-Face ControlNets) at
-512x896 for 16 and 48 frames, both ControlNets on, 2 steps, in fp16 and in bf16, and prints seconds per step
+512x896 for 16 and 48 frames, both ControlNets on, 2 steps, in bf16 and in fp16 (then 192 and 600 frames in
+fp16, the long-video memory cases, while the time budget lasts), and prints seconds per step
 and peak GPU memory (`torch.cuda.max_memory_allocated`, weights included; with the host RSS the run added
 above the inputs, in a process that ran the configurations before it), the work done against the released
 schedule, the fp16/bf16 deviation from fp32 on one UNet call, and one call with the X-Dyna weights half
 offloaded (lowvram) against a full load, and the milliseconds per frame a ControlNet spends preparing its
 hints on the GPU (`hint_prep.py`), and what ComfyUI planned for one window call (`memory_required`) beside
-the weights it loaded, to set against the measured peak. Exits non-zero on any error. Budget: within 8 minutes on an H100/H200.
+the weights it loaded, to set against the measured peak. Exits non-zero on any error. A configuration that would
+start past `--deadline` seconds is skipped and says so, so the run ends within its time on the machine.
 
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/gpu_check.py
     python benchmarks/gpu_check.py --comfyui-tarball ../shared/host/ComfyUI-0.33.0.tar.gz   # unpacks it first
@@ -55,7 +57,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes (checks the script anywhere)")
     parser.add_argument("--comfyui-tarball", type=Path, help="unpack this ComfyUI release and use it")
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 48])
+    parser.add_argument("--long-frames", type=int, nargs="*", default=[192, 600], help="then in fp16 only")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=480, help="seconds after which nothing more starts")
     args = parser.parse_args()
     if args.comfyui_tarball:
         os.environ["COMFYUI_PATH"] = str(unpack(args.comfyui_tarball))
@@ -68,6 +72,7 @@ def main() -> int:
     layout = harness.LAYOUTS["tiny" if args.smoke else "sd15"]
     width, height = (64, 64) if args.smoke else (512, 896)
     frames_list = [16, 20] if args.smoke else args.frames
+    long_frames = [24] if args.smoke else args.long_frames
     host = harness.boot()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"X-Dyna GPU check on {device}: {'tiny (smoke)' if args.smoke else 'real-size'} model at {width}x{height}")
@@ -84,7 +89,25 @@ def main() -> int:
         traceback.print_exc()
         failures += 1
 
-    for precision in ("fp16", "bf16"):
+    try:  # early: it is quick, and a run cut off at its time limit has it all the same
+        import hint_prep
+
+        rows, _ = hint_prep.measure(host, width, height, frames=12, rounds=3)
+        for name, ms in rows.items():
+            print(f"hint preparation, {name}: {ms:.2f} ms/frame")
+    except Exception:
+        traceback.print_exc()
+        failures += 1
+
+    def in_time(what: str) -> bool:
+        if time.perf_counter() - started <= args.deadline:
+            return True
+        print(f"{what}: skipped, past the {args.deadline:.0f} s budget")
+        return False
+
+    for precision, frame_counts in (("bf16", frames_list), ("fp16", frames_list + long_frames)):
+        if not in_time(precision):
+            continue
         try:
             setup = harness.build(host, layout, height, width, precision)
             if reference_eps is not None:
@@ -96,35 +119,15 @@ def main() -> int:
                 )
                 if not torch.isfinite(eps).all():
                     raise RuntimeError(f"{precision} eps is not finite")
-            for frames in frames_list:
-                gen = torch.Generator().manual_seed(frames)
-                pose = torch.rand(frames, height, width, 3, generator=gen)
-                face = torch.rand(frames, height, width, 6, generator=gen)
-                positive, negative = harness.conditioning(setup, pose, face)
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                host_start, resettable = harness.rss_bytes(), harness.reset_peak_rss()
-                with harness.counting(setup) as (model, work):
-                    start = time.perf_counter()
-                    out = harness.sample(setup, positive, negative, frames, args.steps, model=model)
-                    if torch.cuda.is_available():
-                        torch.cuda.synchronize()
-                    seconds = (time.perf_counter() - start) / args.steps
-                if not torch.isfinite(out).all():
-                    raise RuntimeError(f"{precision}, {frames} frames: the latents are not finite")
-                peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-                host_mib = (harness.peak_rss_bytes() - host_start) / 2**20 if resettable else float("nan")
-                released_unet, released_cn = harness.released_work(frames, args.steps)
-                cn = max(work.controlnet_frames.values(), default=0)
-                print(
-                    f"{precision}: {frames} frames, {args.steps} steps: {seconds:.2f} s/step, peak {peak:.2f} GiB "
-                    f"(host RSS {host_mib:+.0f} MiB), "
-                    f"UNet frames {work.unet_frames} (released {released_unet}), "
-                    f"frames per ControlNet {cn} (released {released_cn})"
-                )
-                print(f"{precision}: {frames} frames: {planned_memory(setup, frames)}")
-            if precision == "fp16":
+            for frames in frame_counts:
+                if not in_time(f"{precision}: {frames} frames"):
+                    continue
+                try:  # one length failing (out of memory, say) leaves the others to run
+                    sampling_run(setup, precision, frames, args.steps, height, width)
+                except Exception:
+                    traceback.print_exc()
+                    failures += 1
+            if precision == "fp16" and in_time("fp16: half offloaded"):
                 lowvram_check(setup, call_frames)
             del setup
         except Exception:
@@ -132,17 +135,41 @@ def main() -> int:
             failures += 1
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    try:
-        import hint_prep
-
-        rows, _ = hint_prep.measure(host, width, height, frames=12, rounds=3)
-        for name, ms in rows.items():
-            print(f"hint preparation, {name}: {ms:.2f} ms/frame")
-    except Exception:
-        traceback.print_exc()
-        failures += 1
     print(f"gpu_check: {'FAILED' if failures else 'ok'} in {time.perf_counter() - started:.0f} s")
     return 1 if failures else 0
+
+
+def sampling_run(setup, precision: str, frames: int, steps: int, height: int, width: int) -> None:
+    """One sampling run of `frames` frames with both ControlNets: its speed, peak memory and work, printed."""
+    import harness
+
+    gen = torch.Generator().manual_seed(frames)
+    pose = torch.rand(frames, height, width, 3, generator=gen)
+    face = torch.rand(frames, height, width, 6, generator=gen)
+    positive, negative = harness.conditioning(setup, pose, face)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    host_start, resettable = harness.rss_bytes(), harness.reset_peak_rss()
+    with harness.counting(setup) as (model, work):
+        start = time.perf_counter()
+        out = harness.sample(setup, positive, negative, frames, steps, model=model)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / steps
+    if not torch.isfinite(out).all():
+        raise RuntimeError(f"{precision}, {frames} frames: the latents are not finite")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    host_mib = (harness.peak_rss_bytes() - host_start) / 2**20 if resettable else float("nan")
+    released_unet, released_cn = harness.released_work(frames, steps)
+    cn = max(work.controlnet_frames.values(), default=0)
+    print(
+        f"{precision}: {frames} frames, {steps} steps: {seconds:.2f} s/step, peak {peak:.2f} GiB "
+        f"(host RSS {host_mib:+.0f} MiB), "
+        f"UNet frames {work.unet_frames} (released {released_unet}), "
+        f"frames per ControlNet {cn} (released {released_cn})"
+    )
+    print(f"{precision}: {frames} frames: {planned_memory(setup, frames)}")
 
 
 def planned_memory(setup, frames: int, window: int = 16) -> str:
